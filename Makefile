@@ -1,0 +1,61 @@
+# jbench — common jobs. `make help` lists them.
+# torch is pinned (TORCH_VERSION) so that every resolver step keeps the local CPU wheel on this kind of machine;
+# a GPU user points TORCH_INDEX at a CUDA wheel index (or changes TORCH_VERSION), e.g.
+#   make install TORCH_INDEX=<the CUDA wheel index URL for your CUDA version>
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+EXTRAS      ?= quant,dev
+MODEL       ?=
+TASKS       ?=
+SHOTS       ?=
+LIMIT       ?=
+PROMPT      ?=
+VARIANT     ?= fp32
+VARIANTS    ?= int8 bnb8 bnb4 gptq
+BASELINE    ?=
+DATA_DIR    ?= $(JBENCH_DATA_DIR)
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export GPTQMODEL_CPU_WORKERS ?= 2
+export TOKENIZERS_PARALLELISM ?= false
+# llama-cpp-python builds from source: a portable build without examples/server is ~4 min on 2 cores
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+opt = $(if $(2),$(1) $(2),)
+
+.PHONY: help install venv test eval compare check bench clean
+
+help:
+	@echo "make install          create $(VENV) and install jbench (+extras: $(EXTRAS)); torch==$(TORCH_VERSION)"
+	@echo "make eval [MODEL=...] evaluate (default: embedded tiny model on the bundled sample) and print tables"
+	@echo "make compare [MODEL=... VARIANTS='...']  original vs quantized variants"
+	@echo "make check MODEL=... BASELINE=...        regression gate against a stored baseline"
+	@echo "make bench [MODEL=... TASKS=... LIMIT=...] speed vs lm-eval's hf backend"
+	@echo "make test             the test suite"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+
+install: $(PY)
+	echo "torch==$(TORCH_VERSION)" > $(VENV)/constraints.txt
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(call opt,--index-url,$(TORCH_INDEX))
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[$(EXTRAS)]"
+
+eval:
+	$(VENV)/bin/jbench eval $(call opt,--model,$(MODEL)) $(call opt,--tasks,$(TASKS)) \
+	  $(call opt,--num-fewshot,$(SHOTS)) $(call opt,--limit,$(LIMIT)) $(call opt,--prompt-version,$(PROMPT)) \
+	  $(call opt,--data-dir,$(DATA_DIR)) --variant $(VARIANT)
+
+test:
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,394 @@
+"""The ``jbench`` command line (typer). Shared options are defined once and reused by every command.
+
+Every user-facing failure is a :class:`jbench.errors.JBenchError`: it is printed as one message (what, where,
+what to do) on stderr with a non-zero exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jbench.errors import JBenchError, TaskError
+
+app = typer.Typer(
+    help="jbench: Japanese LLM benchmarks with the exact semantics of the reference JP harness (JP-stable), "
+         "and original-vs-quantized comparisons.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+DEFAULT_SUITE = ["jcommonsenseqa", "jnli", "marc_ja", "jsquad", "jaqket_v2", "xwinograd_ja"]
+DEFAULT_SHOTS = [3, 3, 3, 2, 1, 0]
+FALLBACK_PROMPT_VERSION = "0.3"
+
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Folder with the raw data files (default: $JBENCH_DATA_DIR; with the embedded tiny model "
+                       "and no data dir, the bundled sample).", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Local path or hub id of a causal LM. Omitted or 'tiny': the embedded tiny model "
+                          "(built offline, deterministically, in seconds).")]
+LimitOpt = Annotated[Optional[float], typer.Option(
+    "--limit", help="Keep the first N documents after the shuffle (a value below 1 is a fraction).")]
+
+
+def _limit(value: float | None) -> int | float | None:
+    if value is None:
+        return None
+    return value if value < 1 else int(value)
+
+
+def _split_csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _shots(value: str | None, n_tasks: int, defaults: list[int]) -> list[int]:
+    if not value:
+        return defaults
+    try:
+        shots = [int(v) for v in _split_csv(value)]
+    except ValueError as err:
+        raise TaskError(f"--num-fewshot must be integers separated by commas, got {value!r}") from err
+    if len(shots) == 1:
+        return shots * n_tasks
+    if len(shots) != n_tasks:
+        raise TaskError(f"--num-fewshot lists {len(shots)} values for {n_tasks} tasks",
+                        fix="give one value for every task (in the same order) or a single value for all")
+    return shots
+
+
+def _data_dir(explicit: Path | None, tiny: bool) -> Path:
+    from jbench.data import resolve_data_dir, sample_data_dir
+
+    if explicit is None and tiny and not os.environ.get("JBENCH_DATA_DIR"):
+        return sample_data_dir()
+    return resolve_data_dir(explicit)
+
+
+@app.command("tasks")
+def tasks_cmd() -> None:
+    """List every task: name (as the reference prints it), task version, prompt version, output type, shots."""
+    from jbench.tasks import all_tasks
+
+    print("| task | version | prompt | output | default shots | metrics |")
+    print("|---|---|---|---|---|---|")
+    for t in all_tasks().values():
+        print(f"| {t.name} | {t.version} | {t.prompt_version or '-'} | {t.output_type} | {t.default_shots} "
+              f"| {', '.join(t.metrics)} |")
+
+
+@app.command("prompts")
+def prompts_cmd(
+    task: Annotated[str, typer.Option("--task", help="Task name, e.g. jcommonsenseqa-1.1-0.3.")],
+    num_fewshot: Annotated[Optional[int], typer.Option("--num-fewshot", help="Shots (default: the task's).")] = None,
+    limit: LimitOpt = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="Tokenizer (model path or hub id) for generation caps and prompt fitting.")] = None,
+    use_fast: Annotated[Optional[bool], typer.Option("--use-fast/--no-use-fast")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print one JSON object per request (and nothing else on stdout): the fidelity interface.
+
+    Fields: task, doc_index (position after the shuffle), doc_id, context, and continuations (loglikelihood
+    tasks) or until + max_gen_tokens (generation tasks; needs --model for the token cap).
+    """
+    from jbench.data import load_split
+    from jbench.requests import build_instances
+    from jbench.tasks import resolve_task
+
+    spec = resolve_task(task)
+    k = spec.default_shots if num_fewshot is None else num_fewshot
+    encode, max_length = None, None
+    if model is not None:
+        from jbench.models.load import ModelSpec, resolve_model_path
+        from jbench.models.tokenizer import load_tokenizer
+
+        mspec = ModelSpec(model=model)
+        tok = load_tokenizer(resolve_model_path(mspec), use_fast=False if mspec.is_tiny and use_fast is None
+                             else use_fast)
+        encode = tok.encode
+        max_length = _model_max_length(resolve_model_path(mspec))
+    ddir = _data_dir(data_dir, tiny=model in (None, "tiny"))
+    val = load_split(spec.dataset, "validation", ddir)
+    train = load_split(spec.dataset, "train", ddir).docs if k > 0 else None
+    for inst in build_instances(spec, val.docs, train, k, limit=_limit(limit), encode=encode, max_length=max_length):
+        sys.stdout.write(json.dumps(inst.to_json(), ensure_ascii=False) + "\n")
+
+
+def _model_max_length(path: str) -> int | None:
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(path)
+    except Exception:  # noqa: BLE001 - a tokenizer-only directory has no config; the cap then stays unknown
+        return None
+    return getattr(cfg, "n_ctx", None) or getattr(cfg, "max_position_embeddings", None)
+
+
+@app.command("data")
+def data_cmd(
+    data_dir: DataDirOpt = None,
+    download: Annotated[Optional[list[str]], typer.Option(
+        "--download", help="Download these datasets (repeatable; 'all' for every downloadable file).")] = None,
+    mirror: Annotated[Optional[str], typer.Option(
+        "--mirror", help="Base URL replacing the public hosts (or $JBENCH_DATA_MIRROR).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if a verified file exists.")] = False,
+) -> None:
+    """Show each dataset's files, record counts and checksum status; optionally download the public ones."""
+    from jbench.data import dataset_status, download_datasets, resolve_data_dir
+
+    if download:
+        ddir = Path(data_dir or os.environ.get("JBENCH_DATA_DIR") or "data")
+        names = None if "all" in download else list(download)
+        for info in download_datasets(names, ddir, mirror=mirror, force=force):
+            print(f"downloaded {info.path}  sha256={info.sha256}  records={info.records}", file=sys.stderr)
+    else:
+        ddir = resolve_data_dir(data_dir)
+    rows = dataset_status(ddir)
+    cols = list(rows[0]) if rows else []
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: ModelOpt = None,
+    tasks: Annotated[Optional[str], typer.Option(
+        "--tasks", "-t", help="Comma-separated task or family names (default: the 6-task suite "
+                              "jcommonsenseqa,jnli,marc_ja,jsquad,jaqket_v2,xwinograd_ja).")] = None,
+    num_fewshot: Annotated[Optional[str], typer.Option(
+        "--num-fewshot", help="Shots per task, comma-separated in task order, or one value for all "
+                              "(default: 3,3,3,2,1,0 for the suite, else each task's default).")] = None,
+    prompt_version: Annotated[Optional[str], typer.Option(
+        "--prompt-version", "-p", help="Prompt version for family names (e.g. 0.3). Default: the model preset's, "
+                                       f"else {FALLBACK_PROMPT_VERSION}.")] = None,
+    limit: LimitOpt = None,
+    variant: Annotated[Optional[str], typer.Option(
+        "--variant", help="fp32, fp16, bf16, auto (the checkpoint's dtype) or a quantized variant (see README). "
+                          "Default: the model preset's dtype.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Default: chosen from free memory.")]
+    = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
+    use_fast: Annotated[Optional[bool], typer.Option("--use-fast/--no-use-fast", help="Tokenizer choice; "
+                                                     "--no-use-fast gives true sentencepiece ids.")] = None,
+    trust_remote_code: Annotated[Optional[bool], typer.Option(
+        "--trust-remote-code/--no-trust-remote-code", help="Default: the model preset's.")] = None,
+    data_dir: DataDirOpt = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where runs are stored.")] = Path("results"),
+    run_name: Annotated[Optional[str], typer.Option("--run-name", help="Default: <model>-<variant>.")] = None,
+    allow_data_mismatch: Annotated[bool, typer.Option(
+        "--allow-data-mismatch", help="Evaluate even if a data file fails its checksum (recorded in results).")]
+    = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Keep every answer in the run's request "
+                                        "cache (resumable runs).")] = True,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Resume a stored run (directory or name): "
+                                                  "same model, tasks and settings, cached answers reused.")]
+    = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved preset, tasks, shots and prompt "
+                                          "versions, then stop (no weights are loaded).")] = False,
+) -> None:
+    """Evaluate a model on tasks; writes results/<run>/ and prints the card table and the averages.
+
+    Every answer is cached in results/<run>/cache.sqlite as it is computed: rerunning the same command (or
+    `--resume RUN`) after a crash or Ctrl-C continues where it stopped and gives identical numbers.
+    """
+    from jbench.models.load import ModelSpec
+    from jbench.runner import RunPlan
+    from jbench.tasks import resolve_task
+
+    if resume is not None:
+        from jbench.results import resolve_run_dir
+
+        run_dir = resolve_run_dir(resume, output_dir)
+        plan = RunPlan.load(run_dir)
+    else:
+        plan = make_plan(model=model, tasks=tasks, num_fewshot=num_fewshot, prompt_version=prompt_version,
+                         limit=limit, variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
+                         trust_remote_code=trust_remote_code, data_dir=data_dir,
+                         allow_data_mismatch=allow_data_mismatch, need_data=not dry_run)
+        spec = ModelSpec(**plan.model)
+        run_dir = output_dir / (run_name or spec.slug())
+    if dry_run:
+        print(json.dumps({"run_dir": str(run_dir), "preset": plan.preset, "model": plan.model, "tasks": [
+            {"task": t, "num_fewshot": k, "prompt_version": resolve_task(t).prompt_version or None}
+            for t, k in zip(plan.tasks, plan.num_fewshot)], "limit": plan.limit, "data_dir": plan.data_dir},
+            indent=2, ensure_ascii=False))
+        return
+    execute_plan(plan, run_dir, show_progress=progress, use_cache=cache)
+
+
+def make_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, prompt_version: str | None,
+              limit: float | None, variant: str | None, batch_size: int | None, device: str,
+              use_fast: bool | None, trust_remote_code: bool | None, data_dir: Path | None,
+              allow_data_mismatch: bool, need_data: bool = True) -> "RunPlan":
+    """Resolve tasks, shots, the model preset and the data dir into a RunPlan (shared by eval and compare).
+
+    The preset (tokenizer flags, dtype, prompt version) is always printed, and every choice can be overridden.
+    """
+    from jbench.models.load import ModelSpec, TINY
+    from jbench.presets import describe, resolve_preset
+    from jbench.runner import RunPlan
+    from jbench.tasks import resolve_task
+
+    preset = None
+    if model in (None, TINY):
+        pv = prompt_version or FALLBACK_PROMPT_VERSION
+        print(f"embedded tiny model: prompt version {pv}, use_fast=False (sentencepiece), fp32", file=sys.stderr)
+    else:
+        res = resolve_preset(model, overrides={"prompt_version": prompt_version, "use_fast": use_fast,
+                                               "trust_remote_code": trust_remote_code}, warn=False)
+        print(describe(res), file=sys.stderr)
+        preset = res.to_record()
+        pv, use_fast, trust_remote_code = res.prompt_version, res.use_fast, res.trust_remote_code
+        variant = variant or res.variant or ("auto" if res.effective_dtype == "auto" else None)
+    names = _split_csv(tasks) or DEFAULT_SUITE
+    shots = _shots(num_fewshot, len(names), DEFAULT_SHOTS if names == DEFAULT_SUITE else [])
+    full = _full_names()
+    specs = [resolve_task(n, None if n in full else pv) for n in names]
+    shots = shots or [t.default_shots for t in specs]
+    spec = ModelSpec(model=model, variant=variant or "fp32", device=device, batch_size=batch_size,
+                     use_fast=use_fast, trust_remote_code=bool(trust_remote_code))
+    if need_data:
+        ddir = str(_data_dir(data_dir, spec.is_tiny))
+    else:
+        ddir = str(data_dir or os.environ.get("JBENCH_DATA_DIR") or "(bundled sample)")
+    return RunPlan(model=asdict(spec), tasks=[t.name for t in specs], num_fewshot=shots, data_dir=ddir,
+                   limit=_limit(limit), allow_data_mismatch=allow_data_mismatch, preset=preset)
+
+
+def _full_names() -> set[str]:
+    from jbench.tasks import all_tasks
+
+    return set(all_tasks())
+
+
+def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, use_cache: bool = True) -> dict:
+    """Load the model, run (resuming from the run's cache), print the tables; shared by eval and compare."""
+    from jbench.cache import CACHE_FILE, CachingScorer, RequestCache, model_identity
+    from jbench.models.load import ModelSpec, load_scorer
+    from jbench.report import averages_table, card_table, header_line
+    from jbench.runner import RunSettings, TaskRun, run_tasks
+    from jbench.tasks import resolve_task
+
+    settings = RunSettings(tasks=[TaskRun(resolve_task(n), k) for n, k in zip(plan.tasks, plan.num_fewshot)],
+                           data_dir=Path(plan.data_dir), limit=plan.limit,
+                           allow_data_mismatch=plan.allow_data_mismatch)
+    spec = ModelSpec(**plan.model)
+    scorer, record = load_scorer(spec)
+    record["preset"] = plan.preset
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan.save(run_dir)
+    cache = RequestCache(run_dir / CACHE_FILE) if use_cache else None
+    try:
+        scoring = CachingScorer(scorer, cache, model_identity(record)) if cache else scorer
+        out = run_tasks(scoring, settings, run_dir, model_record=record, show_progress=show_progress)
+    finally:
+        if cache:
+            cache.close()
+    print(header_line("hf-causal", record["model_args"], settings.limit, out["config"]["num_fewshot"],
+                      record["batch_size"]))
+    print(card_table(out["results"], out["versions"]))
+    print(averages_table(out["results"]))
+    print(f"run stored in {run_dir}", file=sys.stderr)
+    return out
+
+
+@app.command("presets")
+def presets_cmd(model: Annotated[Optional[str], typer.Argument(help="Show which preset this model id/path gets.")]
+                = None) -> None:
+    """List the model presets (model -> prompt version, tokenizer flags, dtype, why), or resolve one model."""
+    from jbench.presets import describe, presets_table, resolve_preset
+
+    if model:
+        print(describe(resolve_preset(model, warn=False)))
+    else:
+        print(presets_table())
+
+
+baseline_app = typer.Typer(help="Regression baselines (small reviewable JSON files under results/baselines/).",
+                           no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+BaselinesDirOpt = Annotated[Path, typer.Option("--baselines-dir", help="Where baselines live.")]
+
+
+@baseline_app.command("save")
+def baseline_save_cmd(
+    run: Annotated[str, typer.Argument(help="Run directory (or name under results/).")],
+    name: Annotated[str, typer.Option("--name", help="Baseline name (file results/baselines/<name>.json).")],
+    baselines_dir: BaselinesDirOpt = Path("results/baselines"),
+    predictions: Annotated[bool, typer.Option("--predictions/--no-predictions",
+                                              help="Keep per-example predictions (needed by --mode exact).")] = True,
+) -> None:
+    """Save a run's numbers (and per-example predictions) as a named baseline."""
+    from jbench.baseline import save_baseline
+
+    print(save_baseline(run, name, baselines_dir=baselines_dir, include_predictions=predictions))
+
+
+@app.command("check")
+def check_cmd(
+    run: Annotated[str, typer.Argument(help="Run directory (or name under results/).")],
+    baseline: Annotated[str, typer.Option("--baseline", help="Baseline name, JSON file or run directory.")],
+    mode: Annotated[str, typer.Option("--mode", help="exact (same deterministic setup: every digit and "
+                                      "prediction) or stat (n-aware noise bands).")] = "stat",
+    k: Annotated[float, typer.Option("--k", help="stat mode: band = k * combined stderr (non-proportions).")]
+    = 2.0,
+    confidence: Annotated[float, typer.Option("--confidence", help="stat mode: one-sided Wilson confidence.")]
+    = 0.95,
+    rtol: Annotated[float, typer.Option("--rtol", help="stat mode: relative drop tolerated on top.")] = 0.0,
+    baselines_dir: BaselinesDirOpt = Path("results/baselines"),
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write the markdown report here.")]
+    = None,
+) -> None:
+    """Compare a run with a baseline. Exit 0 pass, 1 regression, 2 cannot compare (says which field differs)."""
+    from jbench.baseline import check_run
+
+    if mode not in ("exact", "stat"):
+        raise TaskError(f"--mode must be exact or stat, got {mode!r}")
+    rep = check_run(run, baseline, mode=mode, k=k, confidence=confidence, rtol=rtol,  # type: ignore[arg-type]
+                    baselines_dir=baselines_dir)
+    text = rep.to_markdown()
+    print(text)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(text + "\n", encoding="utf-8")
+    raise typer.Exit(rep.exit_code)
+
+
+@app.command("table")
+def table_cmd(runs: Annotated[list[str], typer.Argument(help="Run directories (or names under results/).")]) -> None:
+    """Print the card table and the 4-/6-task averages of stored runs."""
+    from jbench.report import averages_table, card_table, header_line
+    from jbench.results import load_run
+
+    for ref in runs:
+        run = load_run(ref)
+        cfg = run.config
+        print(header_line("hf-causal", cfg.get("model_args", ""), cfg.get("limit"), cfg.get("num_fewshot", []),
+                          cfg.get("batch_size")))
+        print(card_table(run.results, run.versions))
+        print(averages_table(run.results))
+
+
+def main() -> None:
+    """Console entry point: JBenchError -> one clear message and its exit code."""
+    try:
+        app()
+    except JBenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: finished tasks are kept in the run directory", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,531 @@
+"""Per-example metrics and corpus aggregations with JP-stable semantics.
+
+Everything here mirrors the reference harness (Stability-AI lm-evaluation-harness, branch ``jp-stable``) down to
+the order of floating-point operations, so that aggregated numbers match the published ``result.json`` files
+bit for bit, not just to four decimals:
+
+* ``acc`` / ``acc_norm``: per-example argmax (first index wins ties); corpus mean with ``mean_stderr``
+  (sample std, n-1, over sqrt(n)).
+* ``balanced_acc`` / ``macro_f1``: no stderr. ``mcc``: sklearn value plus the reference's 100000-iteration
+  bootstrap stderr, reproduced exactly but vectorised (see :func:`mcc_bootstrap_stderr`).
+* ``exact_match`` / ``f1``: the JaSQuAD metric (emoji removal + neologdn + MeCab tokens), max over gold
+  answers, corpus value ``100 * sum / total`` (0-100 scale), no stderr.
+
+Sums are computed strictly left to right (the reference uses the built-in ``sum``, which was sequential before
+Python 3.12; 3.12+ uses compensated summation, which would change the last bits).
+
+Task definitions name metrics by string; :data:`METRICS` maps those names to their aggregations.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import string
+import warnings
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "MetricSpec",
+    "MetricValue",
+    "aggregate",
+    "balanced_mean",
+    "exact_match_example",
+    "f1_example",
+    "jasquad_normalize",
+    "jasquad_tokens",
+    "macro_f1",
+    "matthews_corrcoef",
+    "mcc_bootstrap_stderr",
+    "mcc_bootstrap_stderr_reference",
+    "mean",
+    "mean_stderr",
+    "multiple_choice_example",
+    "sample_stddev",
+]
+
+DEFAULT_BOOTSTRAP_ITERS = 100_000
+_BOOTSTRAP_CHUNK = 1000
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small numeric helpers (reference semantics)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _seq_sum(values: Iterable[float]) -> float:
+    """Left-to-right sum starting from int 0, i.e. the built-in ``sum`` of Python < 3.12.
+
+    Python 3.12 switched float ``sum`` to compensated (Neumaier) summation; the reference results were produced
+    with the sequential one, so we never call the built-in on floats.
+    """
+    total: Any = 0
+    for v in values:
+        total = total + v
+    return total
+
+
+def mean(values: Sequence[float]) -> float:
+    """``sum(arr) / len(arr)`` as in the reference (sequential sum)."""
+    return _seq_sum(values) / len(values)
+
+
+def sample_stddev(values: Sequence[float]) -> float:
+    """Sample standard deviation (n-1) with the reference's exact operation order.
+
+    ``(x - mu) ** 2`` deliberately uses Python's float ``**`` (libm ``pow``), not ``x*x``, to match the bits.
+    """
+    mu = mean(values)
+    return math.sqrt(_seq_sum([(x - mu) ** 2 for x in values]) / (len(values) - 1))
+
+
+def mean_stderr(values: Sequence[float]) -> float | None:
+    """Standard error of the mean: ``sample_stddev / sqrt(n)``; None when n < 2 (undefined; the reference would
+    raise ZeroDivisionError)."""
+    if len(values) < 2:
+        return None
+    return sample_stddev(values) / math.sqrt(len(values))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Multiple choice (loglikelihood) per-example metrics
+# --------------------------------------------------------------------------------------------------------------
+
+
+def multiple_choice_example(
+    lls: Sequence[float], gold: int, choices: Sequence[str], *, strict: bool = False
+) -> dict[str, int]:
+    """Score one multiple-choice document from per-choice log-likelihoods.
+
+    * ``pred`` = ``np.argmax(lls)`` (first index wins ties, as in the reference).
+    * ``acc`` = 1 if ``pred == gold``. With ``strict=True`` (XWinograd) acc = 1 only if ``lls[gold]`` is strictly
+      greater than every other choice, so ties count as wrong; ``pred`` is still the argmax.
+    * ``acc_norm`` = 1 if ``argmax(lls / len(choice)) == gold`` where len counts *characters* (``len(str)``),
+      not bytes or tokens. Zero-length choices divide by zero like numpy does (inf/nan, no exception).
+    """
+    if len(lls) == 0:
+        raise ValueError("multiple_choice_example: no choices to score")
+    if len(lls) != len(choices):
+        raise ValueError(f"multiple_choice_example: {len(lls)} log-likelihoods for {len(choices)} choices")
+    gold = int(gold)
+    if not 0 <= gold < len(lls):
+        raise ValueError(f"multiple_choice_example: gold index {gold} out of range for {len(lls)} choices")
+    arr = np.asarray(lls, dtype=np.float64)
+    pred = int(np.argmax(arr))
+    if strict:
+        g = arr[gold]
+        acc = int(all(g > arr[j] for j in range(len(arr)) if j != gold))
+    else:
+        acc = int(pred == gold)
+    lengths = np.array([float(len(c)) for c in choices])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acc_norm = int(int(np.argmax(arr / lengths)) == gold)
+    return {"pred": pred, "acc": acc, "acc_norm": acc_norm}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Balanced-task corpus metrics
+# --------------------------------------------------------------------------------------------------------------
+
+
+def balanced_mean(items: Sequence[tuple[float, Hashable]]) -> float:
+    """Mean over gold classes of per-class accuracy. ``items`` are ``(acc, gold)`` pairs.
+
+    Classes are visited in order of first appearance, as the reference's ``defaultdict`` does; this fixes the
+    float summation order.
+    """
+    by_class: dict[Hashable, list[float]] = {}
+    for acc, label in items:
+        by_class.setdefault(label, []).append(acc)
+    avgs = [_seq_sum(vals) / len(vals) for vals in by_class.values()]
+    return _seq_sum(avgs) / len(avgs)
+
+
+def matthews_corrcoef(golds: Sequence[Hashable], preds: Sequence[Hashable]) -> float:
+    """``sklearn.metrics.matthews_corrcoef(golds, preds)`` as a Python float."""
+    import sklearn.metrics
+
+    return float(sklearn.metrics.matthews_corrcoef(list(golds), list(preds)))
+
+
+def macro_f1(golds: Sequence[Hashable], preds: Sequence[Hashable]) -> float:
+    """``sklearn.metrics.f1_score(average="macro")``; the zero-division warning is silenced (value unchanged)."""
+    import sklearn.metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(sklearn.metrics.f1_score(list(golds), list(preds), average="macro"))
+
+
+def _bootstrap_plan(iters: int) -> tuple[int, int]:
+    """(chunk_size, n_chunks) exactly as the reference: ``min(1000, iters)`` and ``iters // chunk_size``.
+
+    Note the reference silently drops a partial last chunk (iters=1500 gives 1000 resamples)."""
+    if iters < 2:
+        raise ValueError(f"bootstrap needs iters >= 2, got {iters}")
+    chunk = min(_BOOTSTRAP_CHUNK, iters)
+    return chunk, iters // chunk
+
+
+def mcc_bootstrap_stderr_reference(
+    golds: Sequence[Hashable], preds: Sequence[Hashable], iters: int = DEFAULT_BOOTSTRAP_ITERS
+) -> float:
+    """Straightforward pure-Python transcription of the reference bootstrap (slow; used to verify the fast path).
+
+    Chunk ``i`` seeds ``random.Random(i)``; each resample is ``rnd.choices(items, k=n)`` fed to sklearn's MCC;
+    the stderr is the sample std of all resampled values, chunks in order.
+    """
+    import random
+
+    items = list(zip(golds, preds))
+    if not items:
+        raise ValueError("mcc bootstrap on an empty sample")
+    chunk, n_chunks = _bootstrap_plan(iters)
+    res: list[float] = []
+    for i in range(n_chunks):
+        rnd = random.Random()
+        rnd.seed(i)
+        for _ in range(chunk):
+            sample = rnd.choices(items, k=len(items))
+            res.append(matthews_corrcoef([g for g, _ in sample], [p for _, p in sample]))
+    return sample_stddev(res)
+
+
+def _encode_labels(golds: Sequence[Hashable], preds: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Map the union of labels to 0..K-1. MCC is invariant to the label order, so any consistent map works."""
+    table: dict[Hashable, int] = {}
+    g = np.array([table.setdefault(x, len(table)) for x in golds], dtype=np.int64)
+    p = np.array([table.setdefault(x, len(table)) for x in preds], dtype=np.int64)
+    return g, p, len(table)
+
+
+def _mcc_from_counts(n: int, n_correct: np.ndarray, t_sum: np.ndarray, p_sum: np.ndarray) -> np.ndarray:
+    """Vectorised sklearn MCC from confusion-matrix marginals (rows = resamples).
+
+    sklearn does this in float64, but every intermediate is an integer below 2**53 (n < 9e7), hence exact; we
+    compute them in int64, convert exactly, and then perform the same three rounded operations as sklearn
+    (product, sqrt, division), so the results are bit-identical.
+    """
+    cov_ytyp = (n_correct * n - (t_sum * p_sum).sum(axis=1)).astype(np.float64)
+    cov_ypyp = (n * n - (p_sum * p_sum).sum(axis=1)).astype(np.float64)
+    cov_ytyt = (n * n - (t_sum * t_sum).sum(axis=1)).astype(np.float64)
+    prod = cov_ypyp * cov_ytyt
+    out = np.zeros(len(prod), dtype=np.float64)
+    nz = prod != 0
+    out[nz] = cov_ytyp[nz] / np.sqrt(prod[nz])
+    return out
+
+
+class _MccChunker:
+    """Computes one bootstrap chunk's MCC values without Python-level loops.
+
+    CPython's ``Random(i)`` (i a small non-negative int) is MT19937 seeded with ``init_by_array([i])``, and
+    ``random()`` is ``genrand_res53``; ``numpy.random.RandomState([i]).random_sample()`` is the identical stream.
+    ``choices(xs, k=n)`` draws one ``random()`` per pick and takes ``xs[floor(random() * n)]``, so a chunk is a
+    contiguous block of ``chunk * n`` uniforms. Per resample we need only the confusion marginals, which we get by
+    summing per-position packed counters (or a bincount when they do not fit in 63 bits).
+    """
+
+    _BLOCK_ELEMS = 1 << 22  # bound memory: resamples per block * n <= ~4M draws
+
+    def __init__(self, golds: np.ndarray, preds: np.ndarray, k: int) -> None:
+        self.n = n = len(golds)
+        self.k = k
+        self.golds, self.preds = golds, preds
+        bits = max(n.bit_length(), 1)
+        n_counters = 1 + 2 * (k - 1)
+        self.packed = n_counters * bits <= 63
+        if self.packed:
+            # counter layout: [correct][gold==0..k-2][pred==0..k-2], `bits` bits each
+            w = (golds == preds).astype(np.int64)
+            for c in range(k - 1):
+                w |= (golds == c).astype(np.int64) << (bits * (1 + c))
+                w |= (preds == c).astype(np.int64) << (bits * (k + c))
+            self.weights = w
+            self.bits = bits
+        else:
+            self.codes = golds * k + preds
+
+    def chunk(self, seed: int, count: int) -> np.ndarray:
+        n = self.n
+        rs = np.random.RandomState([seed])
+        per_block = max(1, self._BLOCK_ELEMS // n)
+        out = []
+        done = 0
+        fn = float(n)
+        while done < count:
+            r = min(per_block, count - done)
+            u = rs.random_sample(r * n)
+            np.multiply(u, fn, out=u)  # same rounded product as random() * n
+            idx = u.astype(np.intp)  # truncation == floor for non-negative values
+            out.append(self._mcc_rows(idx.reshape(r, n)))
+            done += r
+        return np.concatenate(out)
+
+    def _mcc_rows(self, idx: np.ndarray) -> np.ndarray:
+        n, k = self.n, self.k
+        r = idx.shape[0]
+        if self.packed:
+            # mode='clip' skips per-element bounds checks (several times faster); floor(u*n) < n always holds
+            sums = np.take(self.weights, idx, mode="clip").sum(axis=1)
+            mask = (1 << self.bits) - 1
+            fields = [(sums >> (self.bits * j)) & mask for j in range(1 + 2 * (k - 1))]
+            n_correct = fields[0]
+            t = np.stack(fields[1:k] + [np.zeros(r, dtype=np.int64)], axis=1)
+            p = np.stack(fields[k:] + [np.zeros(r, dtype=np.int64)], axis=1)
+            t[:, k - 1] = n - t[:, : k - 1].sum(axis=1)
+            p[:, k - 1] = n - p[:, : k - 1].sum(axis=1)
+        else:
+            flat = np.take(self.codes, idx, mode="clip") + (np.arange(r, dtype=np.int64) * (k * k))[:, None]
+            conf = np.bincount(flat.ravel(), minlength=r * k * k).reshape(r, k, k)
+            n_correct = np.trace(conf, axis1=1, axis2=2)
+            t = conf.sum(axis=2)
+            p = conf.sum(axis=1)
+        return _mcc_from_counts(n, n_correct, t, p)
+
+
+def mcc_bootstrap_stderr(
+    golds: Sequence[Hashable],
+    preds: Sequence[Hashable],
+    iters: int = DEFAULT_BOOTSTRAP_ITERS,
+    *,
+    workers: int | None = None,
+) -> float:
+    """Bootstrap stderr of MCC, bit-identical to the reference's ``bootstrap_stderr(matthews_corrcoef, ...)``.
+
+    Chunks are independent (each has its own seed), so they run on a thread pool (numpy releases the GIL in the
+    heavy parts); results are concatenated in chunk order, so the answer does not depend on ``workers``.
+    """
+    if len(golds) != len(preds):
+        raise ValueError(f"mcc bootstrap: {len(golds)} golds vs {len(preds)} preds")
+    if len(golds) == 0:
+        raise ValueError("mcc bootstrap on an empty sample")
+    chunk, n_chunks = _bootstrap_plan(iters)
+    g, p, k = _encode_labels(golds, preds)
+    if len(g) >= 1 << 26:  # int64 -> float64 exactness bound of _mcc_from_counts
+        return mcc_bootstrap_stderr_reference(golds, preds, iters)
+    chunker = _MccChunker(g, p, max(k, 1))
+    if workers is None:
+        workers = min(n_chunks, os.cpu_count() or 1, 8)
+    if workers <= 1 or n_chunks == 1:
+        parts = [chunker.chunk(i, chunk) for i in range(n_chunks)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda i: chunker.chunk(i, chunk), range(n_chunks)))
+    res = np.concatenate(parts)
+    return _sample_stddev_array(res)
+
+
+def _sample_stddev_array(res: np.ndarray) -> float:
+    """:func:`sample_stddev` for a float64 array: ``np.add.accumulate`` is strictly sequential, so its last element
+    equals the reference's left-to-right sum; the squares still go through Python's ``**``."""
+    n = len(res)
+    mu = float(np.add.accumulate(res)[-1]) / n
+    sq = np.array([(x - mu) ** 2 for x in res.tolist()], dtype=np.float64)
+    return math.sqrt(float(np.add.accumulate(sq)[-1]) / (n - 1))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# JaSQuAD (JSQuAD / JAQKET) metric
+# --------------------------------------------------------------------------------------------------------------
+
+_EMOJI_RE = re.compile(
+    "["
+    "\U0001f600-\U0001f64f"  # emoticons
+    "\U0001f300-\U0001f5ff"  # symbols & pictographs
+    "\U0001f680-\U0001f6ff"  # transport & map symbols
+    "\U0001f1e0-\U0001f1ff"  # flags
+    "\U00002702-\U000027b0"  # dingbats
+    "]+",
+    flags=re.UNICODE,
+)
+
+# Tokens that are exactly one of these characters are dropped before F1 (the reference list, which has "》" but
+# not "《", plus string.punctuation).
+_JA_PUNCT = (
+    "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿"
+    "–—‘’‛“”„‟…‧﹏."
+)
+PUNCT_TOKENS: frozenset[str] = frozenset(_JA_PUNCT + string.punctuation)
+
+
+@lru_cache(maxsize=1)
+def _tagger() -> Any:
+    """One shared MeCab tagger: constructing it loads the dictionary (slow); parsing is stateless, so reuse
+    gives the same tokens as the reference's per-call construction."""
+    from fugashi import Tagger
+
+    return Tagger("-Owakati")
+
+
+def jasquad_normalize(s: str) -> str:
+    """The reference ``normalize_answer``: drop emoji, ``neologdn.normalize``, collapse whitespace.
+
+    No lower-casing, no article or punctuation removal (punctuation is handled at token level for F1 only).
+    """
+    import emoji
+    import neologdn
+
+    s = "".join("" if emoji.is_emoji(c) else c for c in s)
+    s = _EMOJI_RE.sub("", s)
+    return " ".join(neologdn.normalize(s).split())
+
+
+def jasquad_tokens(s: str) -> list[str]:
+    """F1 tokens: MeCab wakati tokens of the *normalized* string, minus single-punctuation tokens."""
+    return [t for t in _tagger().parse(jasquad_normalize(s)).split() if t not in PUNCT_TOKENS]
+
+
+def _as_golds(golds: str | Sequence[str]) -> list[str]:
+    out = [golds] if isinstance(golds, str) else list(golds)
+    if not out:
+        raise ValueError("JaSQuAD metric needs at least one gold answer (the reference max() would fail too)")
+    return out
+
+
+def exact_match_example(pred: str, golds: str | Sequence[str]) -> float:
+    """1.0 if the normalized prediction equals any normalized gold answer, else 0.0."""
+    p = jasquad_normalize(pred)
+    return float(max(p == jasquad_normalize(g) for g in _as_golds(golds)))
+
+
+def _f1_single(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    common = Counter(pred_tokens) & Counter(gold_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0
+    # same operation order as the SQuAD script, for identical bits
+    precision = 1.0 * num_same / len(pred_tokens)
+    recall = 1.0 * num_same / len(gold_tokens)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def f1_example(pred: str, golds: str | Sequence[str]) -> float:
+    """SQuAD token F1 over MeCab tokens (see :func:`jasquad_tokens`), max over gold answers; 0 without overlap."""
+    pt = jasquad_tokens(pred)
+    return float(max(_f1_single(pt, jasquad_tokens(g)) for g in _as_golds(golds)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Corpus aggregation and registry
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """A corpus-level metric. ``stderr`` is None where the reference reports none."""
+
+    value: float
+    stderr: float | None
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a named metric is aggregated. ``row_keys`` are the per-example fields it reads."""
+
+    name: str
+    row_keys: tuple[str, ...]
+    aggregate: Callable[..., MetricValue]
+    higher_is_better: bool = True
+    scale: str = "0-1"  # or "0-100" for the JaSQuAD metrics
+
+
+def _column(rows: Sequence[dict], key: str, metric: str) -> list[Any]:
+    try:
+        return [r[key] for r in rows]
+    except KeyError as e:
+        raise KeyError(f"metric {metric!r} needs per-example field {key!r}") from e
+
+
+def _agg_mean(metric: str) -> Callable[..., MetricValue]:
+    def agg(rows: Sequence[dict], **_: Any) -> MetricValue:
+        vals = _column(rows, metric, metric)
+        return MetricValue(mean(vals), mean_stderr(vals))
+
+    return agg
+
+
+def _agg_balanced_acc(rows: Sequence[dict], **_: Any) -> MetricValue:
+    accs = _column(rows, "acc", "balanced_acc")
+    golds = _column(rows, "gold", "balanced_acc")
+    return MetricValue(balanced_mean(list(zip(accs, golds))), None)
+
+
+def _agg_mcc(rows: Sequence[dict], *, bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS, **_: Any) -> MetricValue:
+    golds, preds = _column(rows, "gold", "mcc"), _column(rows, "pred", "mcc")
+    stderr = mcc_bootstrap_stderr(golds, preds, bootstrap_iters) if bootstrap_iters else None
+    return MetricValue(matthews_corrcoef(golds, preds), stderr)
+
+
+def _agg_macro_f1(rows: Sequence[dict], **_: Any) -> MetricValue:
+    return MetricValue(macro_f1(_column(rows, "gold", "macro_f1"), _column(rows, "pred", "macro_f1")), None)
+
+
+def _squad_scores(rows: Sequence[dict], metric: str) -> list[float]:
+    """Per-row scores as the reference sums them.
+
+    The reference keys predictions by ``id`` in a dict, so when ids repeat the *last* prediction for that id is
+    scored against every reference with that id. Rows carrying ``id``, ``pred`` and ``golds`` get that treatment;
+    otherwise precomputed ``rows[metric]`` values are used as they are.
+    """
+    fn = exact_match_example if metric == "exact_match" else f1_example
+    if rows and all("id" in r and "pred" in r and "golds" in r for r in rows):
+        last_pred = {r["id"]: r["pred"] for r in rows}
+        if len(last_pred) < len(rows):
+            return [fn(last_pred[r["id"]], r["golds"]) for r in rows]
+    out = []
+    for r in rows:
+        if metric in r:
+            out.append(r[metric])
+        elif "pred" in r and "golds" in r:
+            out.append(fn(r["pred"], r["golds"]))
+        else:
+            raise KeyError(f"metric {metric!r} needs per-example field {metric!r} or 'pred' + 'golds'")
+    return out
+
+
+def _agg_squad(metric: str) -> Callable[..., MetricValue]:
+    def agg(rows: Sequence[dict], **_: Any) -> MetricValue:
+        if not rows:
+            raise ValueError(f"cannot aggregate {metric!r} over zero examples")
+        return MetricValue(100.0 * _seq_sum(_squad_scores(rows, metric)) / len(rows), None)
+
+    return agg
+
+
+METRICS: dict[str, MetricSpec] = {
+    "acc": MetricSpec("acc", ("acc",), _agg_mean("acc")),
+    "acc_norm": MetricSpec("acc_norm", ("acc_norm",), _agg_mean("acc_norm")),
+    "balanced_acc": MetricSpec("balanced_acc", ("acc", "gold"), _agg_balanced_acc),
+    "mcc": MetricSpec("mcc", ("gold", "pred"), _agg_mcc),
+    "macro_f1": MetricSpec("macro_f1", ("gold", "pred"), _agg_macro_f1),
+    "exact_match": MetricSpec("exact_match", ("exact_match",), _agg_squad("exact_match"), scale="0-100"),
+    "f1": MetricSpec("f1", ("f1",), _agg_squad("f1"), scale="0-100"),
+}
+
+
+def aggregate(
+    metric: str, per_example: Sequence[dict], *, bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS
+) -> MetricValue:
+    """Aggregate per-example rows (in evaluation order) into the corpus value for ``metric``.
+
+    Rows are what :func:`multiple_choice_example` returns plus ``gold``, or, for generation tasks, ``exact_match``
+    / ``f1`` scores (or ``pred`` + ``golds`` [+ ``id``]). ``bootstrap_iters`` only affects ``mcc``; 0 skips its
+    stderr.
+    """
+    try:
+        spec = METRICS[metric]
+    except KeyError:
+        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}") from None
+    if not per_example:
+        raise ValueError(f"cannot aggregate {metric!r} over zero examples")
+    return spec.aggregate(per_example, bootstrap_iters=bootstrap_iters)

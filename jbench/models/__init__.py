@@ -1,0 +1,1 @@
+"""Scoring backends. Each backend is one module implementing :class:`jbench.models.base.Scorer`."""

@@ -1,0 +1,639 @@
+"""Hugging Face ``transformers`` scoring backend with reference (JP-stable ``hf-causal``) semantics.
+
+Loglikelihood: context and continuation are encoded separately (``encode_context`` / ``model_input`` in base.py);
+score = sum of log-softmax log-probabilities at the continuation positions of the left-truncated input.
+
+Why two paths:
+
+* the **naive** path (``prefix_sharing=False``) runs one full sequence per request in right-padded batches, exactly as
+  the reference does. It is the correctness oracle.
+* the **fast** path (default) exploits that multiple-choice requests share their (long, few-shot) context: requests
+  are sorted by their model input, neighbours that share a long common prefix form a group, the prefix runs once and
+  its KV cache is expanded to every member, whose suffixes then run in one batched forward. Logits are projected
+  only at the positions that are scored (``logits_to_keep`` boolean mask), and log-softmax is taken only there.
+  Position ids are always explicit, so right padding and cache reuse cannot shift rotary positions.
+
+Generation: greedy with a KV cache in left-padded batches with explicit position ids; each row stops on the last
+token of ``encode(until)`` or its own token cap (the model's real EOS does not stop it), as the reference's
+``model.generate(..., eos_token_id=primary_until)`` did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from jbench.errors import ModelError
+from jbench.models.base import GenerationRequest, LoglikelihoodRequest, encode_context, model_input
+from jbench.models.tokenizer import HarnessTokenizer, load_tokenizer, wrap_hf_tokenizer
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+_DTYPES: dict[str, Any] = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "auto": "auto",
+}
+
+#: on CPU, forwards bigger than this many (padded) tokens are no faster per token, only hungrier.
+CPU_TOKEN_CAP = 2048
+GPU_TOKEN_CAP = 65536
+
+#: generation-config fields the reference's ``model.generate`` would also have applied; we implement only
+#: ``repetition_penalty`` and warn about the rest.
+_UNSUPPORTED_GEN_FIELDS = ("no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens", "suppress_tokens",
+                           "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "sequence_bias",
+                           "max_new_tokens", "encoder_repetition_penalty")
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    """``"float32"|"float16"|"bfloat16"|"auto"`` (and short aliases) -> what ``from_pretrained(dtype=...)`` takes."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}", fix="use one of float32, float16, bfloat16, auto")
+    return _DTYPES[key]
+
+
+def config_max_length(config: Any) -> int:
+    """The reference's ``max_length``: ``config.n_ctx``, else ``config.max_position_embeddings``."""
+    for name in ("n_ctx", "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    log.warning("model config has neither n_ctx nor max_position_embeddings; using max_length=2048")
+    return 2048
+
+
+def load_causal_lm(model: str | os.PathLike[str], *, dtype: str | torch.dtype = "float32", device: str = "cpu",
+                   trust_remote_code: bool = False, revision: str | None = None,
+                   model_kwargs: dict[str, Any] | None = None) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` with clear :class:`ModelError` messages, in eval mode on ``device``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = str(model)
+    if not Path(path).expanduser().exists() and not _HUB_ID.fullmatch(path):
+        raise ModelError(f"model path does not exist: {path}", where=path,
+                         fix="pass an existing model directory or a cached hub id")
+    kwargs = dict(model_kwargs or {})
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"cannot load a model config from {path!r}: {err}", where=path,
+                         fix="pass a local model directory with config.json (the hub is not reachable offline)") from err
+    try:
+        m = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=parse_dtype(dtype),
+                                                 trust_remote_code=trust_remote_code, revision=revision, **kwargs)
+    except ValueError as err:
+        if "Unrecognized configuration class" in str(err) or "AutoModelForCausalLM" in str(err):
+            raise ModelError(f"{path!r} is not a causal language model ({type(config).__name__})", where=path,
+                             fix="jbench scores decoder-only (causal) LMs only") from err
+        raise ModelError(f"cannot load model {path!r}: {err}", where=path) from err
+    except OSError as err:
+        raise ModelError(f"cannot load model weights from {path!r}: {err}", where=path) from err
+    if "device_map" not in kwargs:
+        m = m.to(device)
+    m.eval()
+    return m
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# request bookkeeping
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One tokenized loglikelihood request: logits at positions ``L-n_cont .. L-1`` of ``inp`` score ``targets``."""
+
+    index: int
+    inp: tuple[int, ...]
+    n_cont: int
+    targets: tuple[int, ...]
+
+    @property
+    def first_scored(self) -> int:
+        return len(self.inp) - self.n_cont
+
+
+@dataclass
+class _Group:
+    """Items whose model inputs share ``prefix`` (run once); member suffixes are ``inp[len(prefix):]``."""
+
+    prefix: tuple[int, ...]
+    members: list[_Item] = field(default_factory=list)
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def group_by_prefix(items: Sequence[_Item]) -> list[_Group]:
+    """Partition items into groups whose common prefix runs once, minimising the tokens run.
+
+    Items are sorted by token sequence, so inputs sharing a context (or, for XWinograd's empty context, the leading
+    words of the two sentences) become neighbours. A sorted range either stays one group (prefix = the range's
+    minimum neighbour LCP ``m``; cost ``m + sum(L - m)``) or splits where the neighbour LCP equals ``m``, whichever
+    runs fewer tokens (a range with ``m == 0`` must split; a single item is its own prefix)."""
+    order = sorted(items, key=lambda it: it.inp)
+    if not order:
+        return []
+    adj = [_lcp(order[i].inp, order[i + 1].inp) for i in range(len(order) - 1)]
+    lens = [len(it.inp) for it in order]
+    spans = _solve_spans(adj, lens, 0, len(order), 0)[1]
+    return [_Group(order[lo].inp[:p], order[lo:hi]) for lo, hi, p in spans]
+
+
+def _solve_spans(adj: list[int], lens: list[int], lo: int, hi: int, depth: int) -> tuple[int, list[tuple[int, int, int]]]:
+    """(tokens run, [(lo, hi, prefix_len)]) for the sorted range ``[lo, hi)`` (see :func:`group_by_prefix`)."""
+    if hi - lo == 1:
+        return lens[lo], [(lo, hi, lens[lo])]
+    m = min(adj[lo : hi - 1])
+    keep_cost = m + sum(lens[lo:hi]) - (hi - lo) * m
+    if m > 0 and depth > 200:  # pathological nesting: stop refining
+        return keep_cost, [(lo, hi, m)]
+    split_cost, spans, start = 0, [], lo
+    for i in range(lo, hi):
+        if i == hi - 1 or adj[i] == m:
+            c, sp = _solve_spans(adj, lens, start, i + 1, depth + 1)
+            split_cost += c
+            spans.extend(sp)
+            start = i + 1
+    if m > 0 and keep_cost <= split_cost:
+        return keep_cost, [(lo, hi, m)]
+    return split_cost, spans
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the scorer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class HFScorer:
+    """A loaded HF causal LM + harness tokenizer implementing :class:`jbench.models.base.Scorer`."""
+
+    tokenizer: HarnessTokenizer
+    max_length: int
+
+    def __init__(self, model: str | os.PathLike[str], *, dtype: str = "float32", device: str = "cpu",
+                 batch_size: int | None = None, use_fast: bool | None = None, trust_remote_code: bool = False,
+                 revision: str | None = None, max_length: int | None = None, prefix_sharing: bool = True,
+                 model_kwargs: dict[str, Any] | None = None) -> None:
+        m = load_causal_lm(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision,
+                           model_kwargs=model_kwargs)
+        tok = load_tokenizer(model, use_fast=use_fast, trust_remote_code=trust_remote_code, revision=revision)
+        self._setup(m, tok, batch_size=batch_size, max_length=max_length, prefix_sharing=prefix_sharing,
+                    name=str(model))
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, *, batch_size: int | None = None, max_length: int | None = None,
+                    prefix_sharing: bool = True, name: str | None = None) -> "HFScorer":
+        """Score with an already-loaded model (e.g. a quantized one) and tokenizer (harness or HF tokenizer)."""
+        self = cls.__new__(cls)
+        tok = wrap_hf_tokenizer(tokenizer) if _is_hf_tokenizer(tokenizer) else tokenizer
+        model.eval()
+        self._setup(model, tok, batch_size=batch_size, max_length=max_length, prefix_sharing=prefix_sharing,
+                    name=name or str(getattr(model, "name_or_path", "")))
+        return self
+
+    def _setup(self, model: Any, tokenizer: HarnessTokenizer, *, batch_size: int | None, max_length: int | None,
+               prefix_sharing: bool, name: str) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ModelError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.config = model.config
+        self.max_length = int(max_length) if max_length else config_max_length(self.config)
+        self.batch_size = batch_size
+        self.prefix_sharing = prefix_sharing
+        self.device = next(model.parameters()).device
+        self._pad_id = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
+        self._keep_mode = "mask"  # boolean logits_to_keep; degrades to "index" (1-D positions) or "none"
+        self._accepts_logits_to_keep = _accepts_kwarg(model, "logits_to_keep")
+        self._shareable = self._cache_is_plain()
+        gen_cfg = getattr(model, "generation_config", None)
+        self.repetition_penalty = float(getattr(gen_cfg, "repetition_penalty", None) or 1.0)
+        self._warn_generation_config(gen_cfg)
+        self._token_budget, self._mem_budget = self._auto_budgets()
+        self.reset_counters()
+
+    # -- counters and sizing ---------------------------------------------------------------------------------------
+
+    def reset_counters(self) -> None:
+        """``tokens_processed``: real (non-pad) tokens run for loglikelihood; ``padded_tokens_processed`` includes
+        padding; ``generated_tokens_processed``: tokens run by ``generate``; ``forward_calls``: model calls."""
+        self.tokens_processed = 0
+        self.padded_tokens_processed = 0
+        self.generated_tokens_processed = 0
+        self.forward_calls = 0
+
+    def _cache_is_plain(self) -> bool:
+        """Prefix sharing expands plain KV caches; sliding-window / hybrid / recurrent layers fall back to naive."""
+        cfg = self.config.get_text_config(decoder=True) if hasattr(self.config, "get_text_config") else self.config
+        types = getattr(cfg, "layer_types", None)
+        if types and any(t != "full_attention" for t in types):
+            return False
+        if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
+            return False
+        return not getattr(cfg, "is_encoder_decoder", False)
+
+    def _sizes(self) -> tuple[float, float, int]:
+        """(KV-cache bytes per token, transient activation bytes per token, attention heads) -- rough, for sizing."""
+        cfg = self.config.get_text_config(decoder=True) if hasattr(self.config, "get_text_config") else self.config
+        hidden = int(getattr(cfg, "hidden_size", 1024) or 1024)
+        layers = int(getattr(cfg, "num_hidden_layers", 24) or 24)
+        heads = int(getattr(cfg, "num_attention_heads", 16) or 16)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", heads) or heads)
+        ffn = int(getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden)
+        vocab = int(getattr(cfg, "vocab_size", 32000) or 32000)
+        elt = next(self.model.parameters()).element_size()
+        kv = elt * 2.0 * layers * hidden * kv_heads / heads
+        act = elt * (8.0 * hidden + 2.0 * ffn) + 8.0 * vocab
+        return kv, act, heads
+
+    def _auto_budgets(self) -> tuple[int, float]:
+        """(tokens per forward, bytes per forward) from free memory: torch.cuda.mem_get_info or psutil."""
+        if self.device.type == "cuda":
+            free = float(torch.cuda.mem_get_info(self.device)[0])
+            mem, cap = 0.5 * free, GPU_TOKEN_CAP
+        else:
+            try:
+                import psutil
+
+                free = float(psutil.virtual_memory().available)
+            except ImportError:  # pragma: no cover - psutil ships with accelerate
+                free = float(4 << 30)
+            mem, cap = min(0.25 * free, float(8 << 30)), CPU_TOKEN_CAP
+        kv, act, _ = self._sizes()
+        return int(max(64, min(cap, mem / (kv + act)))), mem
+
+    def _rows_limit(self, q_len: int, kv_len: int | None = None) -> int:
+        """Rows per forward of ``q_len`` new tokens attending to ``kv_len`` positions: the manual ``batch_size``,
+        else what the token budget (compute) and the memory budget (KV, activations, score matrices) allow."""
+        if self.batch_size is not None:
+            return self.batch_size
+        kv_len = max(kv_len or q_len, q_len)
+        kv, act, heads = self._sizes()
+        per_row = kv * kv_len + act * q_len + 4.0 * heads * q_len * kv_len
+        rows = min(self._token_budget // max(1, q_len), int(self._mem_budget // per_row))
+        return max(1, rows)
+
+    def _warn_generation_config(self, gen_cfg: Any) -> None:
+        if gen_cfg is None:
+            return
+        for name in _UNSUPPORTED_GEN_FIELDS:
+            value = getattr(gen_cfg, name, None)
+            if value not in (None, 0, [], {}):
+                log.warning("generation_config.%s=%r is set; the reference's model.generate applied it, jbench's "
+                            "greedy loop does not", name, value)
+
+    # -- forward helpers ---------------------------------------------------------------------------------------------
+
+    def _forward(self, ids: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor | int,
+                 past: Callable[[], Any] | None = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+        """One model call. ``keep`` is either an int (last positions, as in ``generate``; logits ``(B, keep, V)``)
+        or a boolean ``(B, T)`` mask (logits ``(K, V)`` at its True positions, row-major). ``past`` builds the
+        cache to continue from (a callable, so a retry gets a fresh, unmutated one)."""
+        base: dict[str, Any] = dict(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
+                                    position_ids=pos.to(self.device), use_cache=use_cache)
+        if isinstance(keep, int):
+            kwargs = dict(base, past_key_values=past() if past else None)
+            if self._accepts_logits_to_keep:
+                kwargs["logits_to_keep"] = keep
+            out = self.model(**kwargs)
+            self.forward_calls += 1
+            logits = out.logits
+            if keep > 0 and logits.shape[1] != keep:
+                logits = logits[:, -keep:]
+            return logits, getattr(out, "past_key_values", None)
+        mask = keep.to(self.device)
+        while True:
+            kwargs = dict(base, past_key_values=past() if past else None)
+            cols = mask.any(0).nonzero().squeeze(1)
+            if self._keep_mode == "mask":
+                kwargs["logits_to_keep"] = mask
+            elif self._keep_mode == "index":
+                kwargs["logits_to_keep"] = cols
+            try:
+                out = self.model(**kwargs)
+            except (TypeError, IndexError, ValueError, RuntimeError) as err:
+                if isinstance(err, torch.OutOfMemoryError) or self._keep_mode == "none":
+                    raise
+                log.info("logits_to_keep=%s not supported by this model (%s); falling back", self._keep_mode, err)
+                self._keep_mode = "index" if self._keep_mode == "mask" else "none"
+                continue
+            self.forward_calls += 1
+            logits = out.logits
+            if logits.dim() == 2 and logits.shape[0] == int(mask.sum()):
+                pass  # boolean mask honoured
+            elif logits.dim() == 3 and logits.shape[:2] == mask.shape:
+                logits = logits[mask]  # the model computed every position
+            elif logits.dim() == 3 and logits.shape[0] == mask.shape[0] and logits.shape[1] == cols.numel():
+                logits = logits[mask[:, cols]]  # 1-D positions honoured
+            else:
+                raise ModelError(f"unexpected logits shape {tuple(logits.shape)} for input {tuple(mask.shape)}")
+            return logits, getattr(out, "past_key_values", None)
+
+    @staticmethod
+    def _pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            attn[i, : len(r)] = 1
+        return ids, attn
+
+    @staticmethod
+    def _gather_logprobs(logits: torch.Tensor, rows: list[int], targets: list[int]) -> torch.Tensor:
+        """log_softmax (float32) of the kept logits, read at ``(rows[i], targets[i])``."""
+        if not rows:
+            return torch.zeros(0, dtype=torch.float64)
+        lsm = torch.log_softmax(logits.float(), dim=-1)
+        r = torch.tensor(rows, dtype=torch.long, device=lsm.device)
+        t = torch.tensor(targets, dtype=torch.long, device=lsm.device)
+        return lsm[r, t].double().cpu()
+
+    # -- loglikelihood -----------------------------------------------------------------------------------------------
+
+    def _prepare(self, requests: Sequence[LoglikelihoodRequest]) -> list[_Item]:
+        ctx_cache: dict[str, list[int]] = {}
+        cont_cache: dict[str, list[int]] = {}
+        items = []
+        for i, req in enumerate(requests):
+            ctx = ctx_cache.get(req.context)
+            if ctx is None:
+                ctx = ctx_cache[req.context] = encode_context(self.tokenizer, req.context)
+            cont = cont_cache.get(req.continuation)
+            if cont is None:
+                cont = cont_cache[req.continuation] = list(self.tokenizer.encode(req.continuation))
+            inp, n_cont = model_input(ctx, cont, self.max_length)
+            whole = (ctx + cont)[-(self.max_length + 1):]
+            targets = tuple(whole[len(whole) - n_cont:]) if n_cont else ()
+            items.append(_Item(i, tuple(inp), n_cont, targets))
+        return items
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[float]:
+        """Sum of continuation log-probabilities per request, in request order."""
+        items = self._prepare(requests)
+        sums = torch.zeros(len(items), dtype=torch.float64)
+        todo = [it for it in items if it.n_cont > 0]  # an empty continuation scores 0, as in the reference
+        with torch.inference_mode():
+            if self.prefix_sharing and self._shareable:
+                self._score_shared(todo, sums)
+            else:
+                self._score_naive(todo, sums)
+        return [float(x) for x in sums]
+
+    def _score_naive(self, items: Sequence[_Item], sums: torch.Tensor) -> None:
+        """Reference path: one full right-padded sequence per request, longest first."""
+        order = sorted(items, key=lambda it: -len(it.inp))
+        start = 0
+        while start < len(order):
+            n = min(self._rows_limit(len(order[start].inp)), len(order) - start)
+            chunk = order[start : start + n]
+            start += n
+            ids, attn = self._pad_right([it.inp for it in chunk], self._pad_id)
+            pos = torch.arange(ids.shape[1]).expand_as(ids)
+            keep = torch.zeros_like(ids, dtype=torch.bool)
+            for r, it in enumerate(chunk):
+                keep[r, it.first_scored : len(it.inp)] = True
+            logits, _ = self._forward(ids, attn, pos, keep)
+            rows, targets, owners = [], [], []
+            flat = torch.full(ids.shape, -1, dtype=torch.long)
+            flat[keep] = torch.arange(int(keep.sum()))
+            for r, it in enumerate(chunk):
+                for k, j in enumerate(range(it.first_scored, len(it.inp))):
+                    rows.append(int(flat[r, j]))
+                    targets.append(it.targets[k])
+                    owners.append(it.index)
+            sums.index_add_(0, torch.tensor(owners, dtype=torch.long), self._gather_logprobs(logits, rows, targets))
+            self.tokens_processed += int(attn.sum())
+            self.padded_tokens_processed += ids.numel()
+
+    def _group_batches(self, groups: list[_Group]) -> Iterator[list[_Group]]:
+        """Consecutive groups (longest prefix first) whose prefixes fit one forward; suffixes are chunked later."""
+        start = 0
+        while start < len(groups):
+            p_max = len(groups[start].prefix)
+            n = min(self._rows_limit(p_max), len(groups) - start)
+            yield groups[start : start + n]
+            start += n
+
+    def _score_shared(self, items: Sequence[_Item], sums: torch.Tensor) -> None:
+        """Fast path: each group's prefix once, then all member suffixes against the expanded KV cache."""
+        groups = sorted(group_by_prefix(items), key=lambda g: -len(g.prefix))
+        for batch in self._group_batches(groups):
+            self._run_group_batch(batch, sums)
+
+    def _run_group_batch(self, groups: list[_Group], sums: torch.Tensor) -> None:
+        ids, attn = self._pad_right([g.prefix for g in groups], self._pad_id)
+        pos = torch.arange(ids.shape[1]).expand_as(ids)
+        keep = torch.zeros_like(ids, dtype=torch.bool)
+        for r, g in enumerate(groups):
+            p = len(g.prefix)
+            for m in g.members:
+                if m.first_scored < p:
+                    keep[r, m.first_scored : min(p, len(m.inp))] = True
+        need_cache = any(len(m.inp) > len(g.prefix) for g in groups for m in g.members)
+        logits, cache = self._forward(ids, attn, pos, keep, use_cache=need_cache)
+        self.tokens_processed += int(attn.sum())
+        self.padded_tokens_processed += ids.numel()
+        flat = torch.full(ids.shape, -1, dtype=torch.long)
+        flat[keep] = torch.arange(int(keep.sum()))
+        rows, targets, owners = [], [], []
+        suffix_rows: list[tuple[int, _Item]] = []
+        for r, g in enumerate(groups):
+            p = len(g.prefix)
+            for m in g.members:
+                for j in range(m.first_scored, min(p, len(m.inp))):
+                    rows.append(int(flat[r, j]))
+                    targets.append(m.targets[j - m.first_scored])
+                    owners.append(m.index)
+                if len(m.inp) > p:
+                    suffix_rows.append((r, m))
+        if rows:
+            sums.index_add_(0, torch.tensor(owners, dtype=torch.long), self._gather_logprobs(logits, rows, targets))
+        del logits
+        if not suffix_rows:
+            return
+        suffix_rows.sort(key=lambda rm: -(len(rm[1].inp) - len(groups[rm[0]].prefix)))
+        start = 0
+        p_pad = ids.shape[1]
+        while start < len(suffix_rows):
+            r0, m0 = suffix_rows[start]
+            s_len = len(m0.inp) - len(groups[r0].prefix)
+            n = min(self._rows_limit(s_len, p_pad + s_len), len(suffix_rows) - start)
+            self._run_suffixes(groups, suffix_rows[start : start + n], cache, attn, sums)
+            start += n
+
+    def _run_suffixes(self, groups: list[_Group], chunk: list[tuple[int, _Item]], cache: Any, prefix_attn: torch.Tensor,
+                      sums: torch.Tensor) -> None:
+        sel = torch.tensor([r for r, _ in chunk], dtype=torch.long)
+        plens = [len(groups[r].prefix) for r, _ in chunk]
+        suffixes = [m.inp[p:] for (_, m), p in zip(chunk, plens)]
+        ids, s_attn = self._pad_right(suffixes, self._pad_id)
+        pos = torch.tensor(plens, dtype=torch.long)[:, None] + torch.arange(ids.shape[1])[None, :]
+        attn = torch.cat([prefix_attn[sel], s_attn], dim=1)
+        keep = torch.zeros_like(ids, dtype=torch.bool)
+        for i, ((_, m), p) in enumerate(zip(chunk, plens)):
+            keep[i, max(m.first_scored, p) - p : len(m.inp) - p] = True
+        sel_dev = sel.to(self.device)
+        logits, _ = self._forward(ids, attn, pos, keep, past=lambda: _select_cache(cache, sel_dev), use_cache=True)
+        flat = torch.full(ids.shape, -1, dtype=torch.long)
+        flat[keep] = torch.arange(int(keep.sum()))
+        rows, targets, owners = [], [], []
+        for i, ((_, m), p) in enumerate(zip(chunk, plens)):
+            for j in range(max(m.first_scored, p), len(m.inp)):
+                rows.append(int(flat[i, j - p]))
+                targets.append(m.targets[j - m.first_scored])
+                owners.append(m.index)
+        sums.index_add_(0, torch.tensor(owners, dtype=torch.long), self._gather_logprobs(logits, rows, targets))
+        self.tokens_processed += int(s_attn.sum())
+        self.padded_tokens_processed += ids.numel()
+
+    # -- generation --------------------------------------------------------------------------------------------------
+
+    def _gen_prepare(self, req: GenerationRequest) -> tuple[list[int], int | None, int]:
+        """(context ids, stop id, cap) per the reference's ``greedy_until``."""
+        cap = max(0, int(req.max_gen_tokens))
+        until_ids = self.tokenizer.encode(req.until) if req.until else []
+        stop = int(until_ids[-1]) if until_ids else self.tokenizer.eos_token_id
+        ctx = encode_context(self.tokenizer, req.context)[cap - self.max_length :]  # the reference's slice, verbatim
+        if not ctx:
+            ctx = encode_context(self.tokenizer, "")
+        return ctx, stop, cap
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """Greedy continuation of each context, cut at the first ``until``; in request order."""
+        prepared = [self._gen_prepare(r) for r in requests]
+        outputs: list[list[int]] = [[] for _ in requests]
+        order = sorted((i for i in range(len(requests)) if prepared[i][2] > 0), key=lambda i: -len(prepared[i][0]))
+        start = 0
+        with torch.inference_mode():
+            while start < len(order):
+                first = prepared[order[start]]
+                total = len(first[0]) + first[2]
+                n = min(self._rows_limit(total), len(order) - start)
+                chunk = order[start : start + n]
+                start += n
+                new = self._greedy([prepared[i] for i in chunk])
+                for i, toks in zip(chunk, new):
+                    outputs[i] = toks
+        texts = []
+        for req, toks in zip(requests, outputs):
+            s = self.tokenizer.decode(toks) if toks else ""
+            texts.append(s.split(req.until)[0] if req.until else s)
+        return texts
+
+    def _penalize(self, logits: torch.Tensor, seen: list[list[int]]) -> torch.Tensor:
+        """HF ``RepetitionPenaltyLogitsProcessor`` over each row's context + generated tokens."""
+        width = max(len(s) for s in seen)
+        idx = torch.tensor([s + [s[0]] * (width - len(s)) for s in seen], dtype=torch.long, device=logits.device)
+        score = torch.gather(logits, 1, idx)
+        score = torch.where(score < 0, score * self.repetition_penalty, score / self.repetition_penalty)
+        return logits.scatter(1, idx, score)
+
+    def _greedy(self, rows: list[tuple[list[int], int | None, int]]) -> list[list[int]]:
+        """Batched greedy decoding with left padding; each row stops on its stop id or its cap."""
+        width = max(len(c) for c, _, _ in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (c, _, _) in enumerate(rows):
+            ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
+            attn[i, width - len(c):] = 1
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids, attn, pos, 1, use_cache=True)
+        self.generated_tokens_processed += int(attn.sum())
+        out: list[list[int]] = [[] for _ in rows]
+        seen = [list(c) for c, _, _ in rows] if self.repetition_penalty != 1.0 else []
+        active = list(range(len(rows)))
+        last_pos = pos[:, -1].clone()
+        attn = attn.to(self.device)
+        while True:
+            step = logits[:, -1, :].float()
+            if seen:
+                step = self._penalize(step, [seen[i] for i in active])
+            nxt = step.argmax(dim=-1).tolist()
+            still: list[int] = []
+            for a, tok in zip(active, nxt):
+                out[a].append(int(tok))
+                if seen:
+                    seen[a].append(int(tok))
+                _, stop, cap = rows[a]
+                if not (tok == stop or len(out[a]) >= cap):
+                    still.append(a)
+            if not still:
+                return out
+            if len(still) != len(active):
+                keep_idx = torch.tensor([active.index(a) for a in still], dtype=torch.long)
+                cache.batch_select_indices(keep_idx.to(self.device))
+                attn = attn[keep_idx.to(self.device)]
+                last_pos = last_pos[keep_idx]
+                nxt = [nxt[active.index(a)] for a in still]
+                active = still
+            step_ids = torch.tensor(nxt, dtype=torch.long)[:, None]
+            attn = torch.cat([attn, torch.ones((len(active), 1), dtype=attn.dtype, device=attn.device)], dim=1)
+            last_pos = last_pos + 1
+            logits, cache = self._forward(step_ids, attn, last_pos[:, None], 1, past=lambda: cache, use_cache=True)
+            self.generated_tokens_processed += len(active)
+
+
+def load_variant(path: str, spec: Any, *, use_fast: bool | None = None) -> HFScorer:
+    """Entry point used by :func:`jbench.models.load.load_scorer` for the fp32 / fp16 / bf16 variants.
+
+    ``spec.extra`` may carry ``dtype``, ``prefix_sharing`` and ``model_kwargs``."""
+    from jbench.models.load import DTYPE_OF_VARIANT
+
+    extra = dict(getattr(spec, "extra", None) or {})
+    dtype = DTYPE_OF_VARIANT.get(spec.variant) or extra.get("dtype", "float32")
+    return HFScorer(path, dtype=dtype, device=spec.device, batch_size=spec.batch_size, use_fast=use_fast,
+                    trust_remote_code=spec.trust_remote_code, revision=spec.revision, max_length=spec.max_length,
+                    prefix_sharing=bool(extra.get("prefix_sharing", True)), model_kwargs=extra.get("model_kwargs"))
+
+
+def _accepts_kwarg(model: Any, name: str) -> bool:
+    """Whether ``model.forward`` declares ``name`` or takes ``**kwargs``."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _is_hf_tokenizer(tok: Any) -> bool:
+    """An HF tokenizer object (needs ``add_special_tokens=False``), as opposed to a harness tokenizer."""
+    try:
+        from transformers import PreTrainedTokenizerBase
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(tok, PreTrainedTokenizerBase)
+
+
+def _select_cache(cache: Any, idx: torch.Tensor) -> Any:
+    """A new cache holding rows ``idx`` of ``cache`` (rows may repeat); ``cache`` itself is left untouched so that
+    several suffix chunks can reuse one prefix run."""
+    from transformers import DynamicCache
+
+    layers = getattr(cache, "layers", None)
+    if layers is None:  # legacy tuple-of-tuples cache
+        return tuple((k.index_select(0, idx), v.index_select(0, idx)) for k, v in cache)
+    return DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, idx), layer.values.index_select(0, idx))
+                                        for layer in layers])

@@ -1,0 +1,293 @@
+"""Tests for jbench.report: byte-identical card table (vs pytablewriter 1.2.1) and the published averages."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jbench.report import (
+    TABLE_HEADERS,
+    averages,
+    averages_table,
+    card_table,
+    header_line,
+    markdown_table,
+    task_average_value,
+)
+
+SPEC_TABLE = (
+    "|         Task         |Version|  Metric   | Value |   |Stderr|\n"
+    "|----------------------|------:|-----------|------:|---|-----:|\n"
+    "|jcommonsenseqa-1.1-0.2|    1.1|acc        | 0.3164|±  |0.0139|\n"
+    "|                      |       |acc_norm   | 0.2726|±  |0.0133|\n"
+    "|xwinograd_ja          |    1.0|acc        | 0.7080|±  |0.0147|\n"
+    "|jsquad-1.1-0.2        |    1.1|exact_match|47.9063|   |      |\n"
+    "|                      |       |f1         |58.8046|   |      |\n"
+)
+
+# models/rinna/rinna-japanese-gpt-1b/result.json in the reference repository (a duplicated "xlsum_ja" key there
+# collapses to its last value under json.load).
+RINNA_1B = {
+    "results": {
+        "jcommonsenseqa-1.1-0.2": {
+            "acc": 0.3512064343163539,
+            "acc_stderr": 0.014276232008753156,
+            "acc_norm": 0.2707774798927614,
+            "acc_norm_stderr": 0.013289706976329895,
+        },
+        "jnli-1.1-0.2": {
+            "acc": 0.37674609695973704,
+            "acc_stderr": 0.009823942907406482,
+            "acc_norm": 0.3011503697617091,
+            "acc_norm_stderr": 0.009300633175085522,
+        },
+        "marc_ja-1.1-0.2": {
+            "acc": 0.8546162009197029,
+            "acc_stderr": 0.004688177807265067,
+            "acc_norm": 0.8546162009197029,
+            "acc_norm_stderr": 0.004688177807265067,
+        },
+        "xlsum_ja": {"rouge2": 5.335027032779865},
+        "xwinograd_ja": {"acc": 0.6454640250260688, "acc_stderr": 0.015455512877686553},
+        "jsquad-1.1-0.2": {"exact_match": 26.181900045024765, "f1": 44.67532835280053},
+        "jaqket_v2-0.1-0.2": {"exact_match": 37.02749140893471, "f1": 57.99059569678122},
+        "mgsm": {"acc": 0.02, "acc_stderr": 0.008872139507342681},
+    },
+    "versions": {
+        "jcommonsenseqa-1.1-0.2": 1.1,
+        "xlsum_ja": 1.0,
+        "jaqket_v2-0.2-0.2": 0.2,
+        "jnli-1.1-0.2": 1.1,
+        "marc_ja-1.1-0.2": 1.1,
+        "jsquad-1.1-0.2": 1.1,
+        "jaqket_v2-0.1-0.2": 0.1,
+        "xwinograd_ja": 1.0,
+        "mgsm": 1.0,
+    },
+}
+
+
+def reference_make_table(results: dict, versions: dict) -> str:
+    """The reference evaluator.make_table, rendered with the real pytablewriter (test-only dependency)."""
+    pytablewriter = pytest.importorskip("pytablewriter")
+    assert pytablewriter.__version__ == "1.2.1"
+    writer = pytablewriter.MarkdownTableWriter()
+    writer.headers = ["Task", "Version", "Metric", "Value", "", "Stderr"]
+    values = []
+    for k, dic in results.items():
+        version = versions[k]
+        for m, v in dic.items():
+            if m.endswith("_stderr") or m == "details":
+                continue
+            if m + "_stderr" in dic:
+                values.append([k, version, m, "%.4f" % v, "±", "%.4f" % dic[m + "_stderr"]])
+            else:
+                values.append([k, version, m, "%.4f" % v, "", ""])
+            k = ""
+            version = ""
+    writer.value_matrix = values
+    return writer.dumps()
+
+
+def pytablewriter_dumps(headers: list, rows: list) -> str:
+    pytablewriter = pytest.importorskip("pytablewriter")
+    writer = pytablewriter.MarkdownTableWriter()
+    writer.headers = headers
+    writer.value_matrix = rows
+    return writer.dumps()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# card table
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_spec_example_table_byte_for_byte() -> None:
+    results = {
+        "jcommonsenseqa-1.1-0.2": {
+            "acc": 354 / 1119,
+            "acc_stderr": 0.01390,
+            "acc_norm": 0.27256,
+            "acc_norm_stderr": 0.01331,
+        },
+        "xwinograd_ja": {"acc": 0.70803, "acc_stderr": 0.01468},
+        "jsquad-1.1-0.2": {"exact_match": 100.0 * 2128 / 4442, "f1": 58.80461, "details": [{"q": "..."}]},
+    }
+    versions = {"jcommonsenseqa-1.1-0.2": 1.1, "xwinograd_ja": 1.0, "jsquad-1.1-0.2": 1.1}
+    assert card_table(results, versions) == SPEC_TABLE
+    assert card_table(results, versions).encode("utf-8") == SPEC_TABLE.encode("utf-8")
+
+
+def test_real_result_json_matches_pytablewriter() -> None:
+    got = card_table(RINNA_1B["results"], RINNA_1B["versions"])
+    assert got == reference_make_table(RINNA_1B["results"], RINNA_1B["versions"])
+    assert got.splitlines()[2] == "|jcommonsenseqa-1.1-0.2|    1.1|acc        | 0.3512|±  |0.0143|"
+
+
+def test_trailing_zeros_are_dropped_like_pytablewriter() -> None:
+    # "%.4f" strings are re-typed as numbers: a column of 0.5000 prints 0.5, 1.0000 becomes the integer 1
+    results = {"xwinograd_ja": {"acc": 0.5, "acc_stderr": 0.01}}
+    table = card_table(results, {"xwinograd_ja": 1.0})
+    assert table.splitlines()[2] == "|xwinograd_ja|      1|acc   |  0.5|±  |  0.01|"
+    assert table == reference_make_table(results, {"xwinograd_ja": 1.0})
+
+
+def test_stderr_none_and_missing_version() -> None:
+    results = {"mgsm": {"acc": 0.02, "acc_stderr": None}}
+    assert card_table(results, {"mgsm": 1.0}) == reference_make_table({"mgsm": {"acc": 0.02}}, {"mgsm": 1.0})
+    assert "|mgsm|" in card_table(results, {})
+
+
+def test_empty_results() -> None:
+    assert card_table({}, {}) == pytablewriter_dumps(list(TABLE_HEADERS), [])
+
+
+def _random_results(rng: random.Random) -> tuple[dict, dict]:
+    names = ["jcommonsenseqa-1.1-0.3", "jnli-1.3-0.2", "marc_ja-1.1-0.2", "xwinograd_ja", "jsquad-1.2-0.4",
+             "jaqket_v2-0.2-0.5", "mgsm", "xlsum_ja-1.0-0.3", "日本語タスク", "t"]
+    metric_pool = ["acc", "acc_norm", "balanced_acc", "mcc", "macro_f1", "exact_match", "f1", "rouge2"]
+    results: dict = {}
+    versions: dict = {}
+    for name in rng.sample(names, rng.randrange(0, 6)):
+        metrics: dict = {}
+        for m in rng.sample(metric_pool, rng.randrange(1, 5)):
+            kind = rng.randrange(6)
+            if kind == 0:
+                v = rng.choice([0.0, 1.0, 0.5, -0.25, 100.0, float("nan")])
+            elif kind == 1:
+                v = rng.randrange(0, 5000) / rng.choice([959, 1119, 2434, 4442, 5654])
+            elif kind == 2:
+                v = 100.0 * rng.randrange(0, 4442) / 4442
+            else:
+                v = rng.uniform(-1, 1) * rng.choice([1, 100])
+            metrics[m] = v
+            if rng.random() < 0.5:
+                metrics[m + "_stderr"] = rng.choice([rng.uniform(0, 0.05), 0.01, 0.0, None])
+        if rng.random() < 0.2:
+            metrics["details"] = {"x": 1}
+        results[name] = metrics
+        versions[name] = rng.choice([1.1, 1.0, 0.2, 0.1, 1.3, 1.25, 2, 0.01])
+    return results, versions
+
+
+def test_random_results_match_pytablewriter() -> None:
+    rng = random.Random(1234)
+    for _ in range(80):
+        results, versions = _random_results(rng)
+        ref_results = {t: {k: v for k, v in m.items() if v is not None} for t, m in results.items()}
+        assert card_table(results, versions) == reference_make_table(ref_results, versions)
+
+
+_cell = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10**6, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.floats(-1000, 1000).map(lambda x: "%.4f" % x),
+    st.sampled_from(["", "±", "acc", "jsquad-1.1-0.2", "nan", "inf", "1,000", "1.5e3", "'q'", "a|b", "日本語", "ﾃｽﾄ"]),
+    st.text(alphabet="ab1.- \t日ｱ±\"'\n", max_size=8),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    headers=st.lists(st.sampled_from(["Task", "Version", "Metric", "Value", "", "Stderr", "日本語", "a|b"]),
+                     min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_markdown_table_matches_pytablewriter(headers: list[str], data: st.DataObject) -> None:
+    rows = data.draw(st.lists(st.lists(_cell, min_size=len(headers), max_size=len(headers)), max_size=6))
+    try:
+        expected = pytablewriter_dumps(headers, rows)
+    except Exception:  # pragma: no cover - inputs pytablewriter itself cannot render
+        return
+    assert markdown_table(headers, rows) == expected
+
+
+def test_header_line() -> None:
+    line = header_line("hf-causal", "pretrained=rinna/japanese-gpt-1b,use_fast=False", None,
+                       [3, 3, 3, 2, 1, 1, 0, 5], None)
+    assert line == ("hf-causal (pretrained=rinna/japanese-gpt-1b,use_fast=False), limit: None, "
+                    "num_fewshot: [3, 3, 3, 2, 1, 1, 0, 5], batch_size: None")
+    assert header_line("hf-causal", "pretrained=x", 10, 3, 1).endswith("limit: 10, num_fewshot: 3, batch_size: 1")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# averages
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_task_average_value_precedence() -> None:
+    assert task_average_value("jnli", {"acc": 0.5, "acc_norm": 0.9}) == 50.0
+    assert task_average_value("jsquad", {"exact_match": 47.9, "f1": 58.8}) == 47.9
+    assert task_average_value("xlsum_ja", {"rouge2": 5.3}) == 5.3
+    assert task_average_value("mgsm", {"acc": 0.02, "exact_match": 9.0}) == 2.0
+    assert task_average_value("x", {"bleu": 1.0}) is None
+
+
+def test_rinna_neox_36b_four_task_average_is_47_20() -> None:
+    # spec §3: rinna japanese-gpt-neox-3.6b, (31.64 + 34.43 + 74.82 + 47.91) / 4 = 47.20 as in rinna's table.
+    # Per-task values rebuilt as counts over the validation sizes (JCQA 1119, JNLI 2434, MARC-ja 5734, JSQuAD 4442).
+    results = {
+        "jcommonsenseqa-1.1-0.2": {"acc": 354 / 1119, "acc_norm": 0.27},
+        "jnli-1.1-0.2": {"acc": 838 / 2434},
+        "marc_ja-1.1-0.2": {"acc": 4290 / 5734},
+        "jsquad-1.1-0.2": {"exact_match": 100.0 * 2128 / 4442, "f1": 58.8},
+    }
+    assert ["%.2f" % task_average_value(t, m) for t, m in results.items()] == ["31.64", "34.43", "74.82", "47.91"]
+    avg = averages(results)
+    assert "%.2f" % avg["4-task"] == "47.20"
+    assert avg["6-task"] is None and avg["8-task"] is None
+    # the rounded table values give the same answer
+    rounded = {"jcommonsenseqa": {"acc": 0.3164}, "jnli": {"acc": 0.3443}, "marc_ja": {"acc": 0.7482},
+               "jsquad": {"exact_match": 47.91}}
+    assert "%.2f" % averages(rounded)["4-task"] == "47.20"
+
+
+def test_averages_of_a_real_result_file() -> None:
+    avg = averages(RINNA_1B["results"])
+    r = RINNA_1B["results"]
+    four = [r["jcommonsenseqa-1.1-0.2"]["acc"] * 100, r["jnli-1.1-0.2"]["acc"] * 100,
+            r["marc_ja-1.1-0.2"]["acc"] * 100, r["jsquad-1.1-0.2"]["exact_match"]]
+    assert avg["4-task"] == (four[0] + four[1] + four[2] + four[3]) / 4
+    assert "%.2f" % avg["4-task"] == "46.11"
+    # 6-task sums in result-file order: jcqa, jnli, marc, xwinograd, jsquad, jaqket
+    six = (four[0] + four[1] + four[2] + r["xwinograd_ja"]["acc"] * 100 + four[3]
+           + r["jaqket_v2-0.1-0.2"]["exact_match"]) / 6
+    assert avg["6-task"] == six
+    assert "%.2f" % avg["6-task"] == "47.67"
+    eight = (four[0] + four[1] + four[2] + r["xlsum_ja"]["rouge2"] + r["xwinograd_ja"]["acc"] * 100 + four[3]
+             + r["jaqket_v2-0.1-0.2"]["exact_match"] + r["mgsm"]["acc"] * 100) / 8
+    assert avg["8-task"] == eight
+    assert "%.2f" % avg["8-task"] == "36.67"
+
+
+def test_averages_none_when_member_missing_or_ambiguous() -> None:
+    base = {"jcommonsenseqa-1.1-0.3": {"acc": 0.5}, "jnli-1.3-0.3": {"acc": 0.5}, "marc_ja-1.1-0.3": {"acc": 0.5}}
+    assert averages(base) == {"4-task": None, "6-task": None, "8-task": None}
+    full = dict(base, **{"jsquad-1.1-0.3": {"exact_match": 50.0}})
+    assert averages(full)["4-task"] == 50.0
+    ambiguous = dict(full, **{"jsquad-1.2-0.3": {"exact_match": 60.0}})
+    assert averages(ambiguous)["4-task"] is None
+    # family matching is by whole name or "family-" prefix only
+    lookalike = dict(base, **{"jsquad_v2-1.1": {"exact_match": 50.0}})
+    assert averages(lookalike)["4-task"] is None
+    no_metric = dict(base, **{"jsquad-1.1-0.3": {"f1": 50.0}})
+    assert averages(no_metric)["4-task"] is None
+
+
+def test_averages_table() -> None:
+    table = averages_table(RINNA_1B["results"])
+    lines = table.splitlines()
+    assert lines[0].startswith("| Family") and set(lines[1]) <= {"|", "-"}
+    assert any("jsquad-1.1-0.2" in ln and "26.18" in ln for ln in lines)
+    assert any("4-task average" in ln and "46.11" in ln for ln in lines)
+    assert any("8-task average" in ln and "36.67" in ln for ln in lines)
+    partial = averages_table({"jnli": {"acc": 0.5}})
+    cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in partial.splitlines()[2:]}
+    assert cells["jnli"] == ["jnli", "50.00"]
+    assert cells["jsquad"] == ["-", "-"]
+    assert cells["**4-task average**"] == ["", "-"]
