@@ -30,7 +30,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 opt = $(if $(2),$(1) $(2),)
 
-.PHONY: help install venv test eval compare check bench clean
+.PHONY: help install venv test eval compare check bench clean gate-baseline
 
 help:
 	@echo "make install          create $(VENV) and install jbench (+extras: $(EXTRAS)); torch==$(TORCH_VERSION)"
@@ -54,8 +54,21 @@ eval:
 	  $(call opt,--num-fewshot,$(SHOTS)) $(call opt,--limit,$(LIMIT)) $(call opt,--prompt-version,$(PROMPT)) \
 	  $(call opt,--data-dir,$(DATA_DIR)) --variant $(VARIANT)
 
+# Evaluate MODEL (limited by LIMIT, default 200) and gate it against BASELINE with n-aware noise bands.
+check:
+	@test -n "$(BASELINE)" || (echo "usage: make check MODEL=... BASELINE=name [TASKS=... SHOTS=... LIMIT=...]"; exit 2)
+	$(VENV)/bin/jbench eval $(call opt,--model,$(MODEL)) $(call opt,--tasks,$(TASKS)) \
+	  $(call opt,--num-fewshot,$(SHOTS)) --limit $(or $(LIMIT),200) $(call opt,--data-dir,$(DATA_DIR)) \
+	  --run-name check-$(BASELINE) --no-progress
+	$(VENV)/bin/jbench check results/check-$(BASELINE) --baseline $(BASELINE) --mode stat \
+	  --report results/check-$(BASELINE)/check.md
+
 test:
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Regenerate the CI gate's committed baseline (only when a number is meant to move; say why in the commit).
+gate-baseline:
+	$(PY) tests/gate.py --update
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

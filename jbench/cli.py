@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -264,6 +265,26 @@ def make_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, 
                    limit=_limit(limit), allow_data_mismatch=allow_data_mismatch, preset=preset)
 
 
+def model_size_bytes(scorer: object) -> int | None:
+    """Bytes the weights occupy: the loaded model's footprint (quantized size for on-the-fly variants), else the
+    size of the weights file the backend reports."""
+    size = getattr(scorer, "model_size_bytes", None)
+    if isinstance(size, int):
+        return size
+    model = getattr(scorer, "model", None)
+    footprint = getattr(model, "get_memory_footprint", None)
+    return int(footprint()) if callable(footprint) else None
+
+
+def runtime_resources(scorer: object) -> dict:
+    """Peak resident memory of this process and model throughput (tokens through the model per second)."""
+    import resource
+
+    tokens = sum(int(getattr(scorer, a, 0) or 0) for a in ("tokens_processed", "generated_tokens_processed"))
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "tokens_processed": tokens}
+
+
 def _full_names() -> set[str]:
     from jbench.tasks import all_tasks
 
@@ -282,14 +303,18 @@ def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, 
                            data_dir=Path(plan.data_dir), limit=plan.limit,
                            allow_data_mismatch=plan.allow_data_mismatch)
     spec = ModelSpec(**plan.model)
+    t_load = time.perf_counter()
     scorer, record = load_scorer(spec)
+    load_s = time.perf_counter() - t_load
     record["preset"] = plan.preset
     run_dir.mkdir(parents=True, exist_ok=True)
     plan.save(run_dir)
     cache = RequestCache(run_dir / CACHE_FILE) if use_cache else None
     try:
         scoring = CachingScorer(scorer, cache, model_identity(record)) if cache else scorer
-        out = run_tasks(scoring, settings, run_dir, model_record=record, show_progress=show_progress)
+        record["resources"] = {"load_s": round(load_s, 3), "size_bytes": model_size_bytes(scorer)}
+        out = run_tasks(scoring, settings, run_dir, model_record=record, show_progress=show_progress,
+                        resources=lambda: runtime_resources(scorer))
     finally:
         if cache:
             cache.close()
@@ -361,6 +386,190 @@ def check_cmd(
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(text + "\n", encoding="utf-8")
     raise typer.Exit(rep.exit_code)
+
+
+PREQUANTIZED = ("gptq", "awq", "gguf")
+
+
+def calibration_texts(data_dir: Path, n: int = 256) -> list[str]:
+    """Japanese calibration text from the task train splits present in ``data_dir`` (JCQA questions and choices,
+    JNLI sentences, JSQuAD paragraphs), in file order; quantization then samples from it with a fixed seed."""
+    from jbench.data import load_split
+    from jbench.errors import DataError
+
+    texts: list[str] = []
+    for dataset, fields in (("jsquad", ("context",)), ("jcommonsenseqa", ("question", "choice0", "choice1")),
+                            ("jnli", ("sentence1", "sentence2"))):
+        try:
+            docs = load_split(dataset, "train", data_dir).docs
+        except DataError:
+            continue
+        for d in docs[: n]:
+            texts.append("".join(str(d[f]).split("[SEP]")[-1].strip() for f in fields))
+    if not texts:
+        raise DataError("no train split found for calibration text", where=str(data_dir),
+                        fix="pass --calibration FILE (one Japanese text per line)")
+    return texts
+
+
+def ensure_quantized(method: str, src: str, data_dir: Path, *, calibration: Path | None = None,
+                     gguf_type: str = "q4_k_m") -> str:
+    """A quantized copy of ``src`` (made once, next to it); returns the path the variant loads."""
+    from jbench.quantize import default_out_dir, quantize
+
+    group = _group_size_for(Path(src))
+    out = default_out_dir(Path(src), method, 4, group)
+    if method == "gguf":
+        target = out / f"{Path(src).name}-{gguf_type}.gguf"
+        if not target.is_file():
+            quantize(Path(src), out, method="gguf", gguf_types=("f32", gguf_type))
+        return str(target)
+    if not (out / "jbench_quantize.json").is_file():
+        quantize(Path(src), out, method=method, group_size=group,  # type: ignore[arg-type]
+                 calibration=calibration if calibration else calibration_texts(data_dir))
+    return str(out)
+
+
+def _group_size_for(src: Path, preferred: int = 128) -> int:
+    """128 (the usual published setting) unless the layer width is smaller or not a multiple (tiny models)."""
+    try:
+        cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return preferred
+    hidden = int(cfg.get("hidden_size") or preferred)
+    group = preferred
+    while group > 8 and hidden % group:
+        group //= 2
+    if group != preferred:
+        print(f"quantizing with group_size {group} (hidden size {hidden} is not a multiple of {preferred})",
+              file=sys.stderr)
+    return group
+
+
+def run_or_reuse(plan: "RunPlan", run_dir: Path, *, show_progress: bool) -> Path:
+    """Reuse a finished run with the same plan; otherwise run it (resuming its cache) in a child process, so that
+    each variant's peak memory is measured on its own."""
+    import subprocess
+
+    from jbench.runner import RunPlan
+
+    if (run_dir / "results.json").is_file() and (run_dir / "run.json").is_file() \
+            and RunPlan.load(run_dir) == plan:
+        print(f"reusing {run_dir}", file=sys.stderr)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan.save(run_dir)
+    cmd = [sys.executable, "-m", "jbench.cli", "eval", "--resume", str(run_dir)]
+    cmd += [] if show_progress else ["--no-progress"]
+    proc = subprocess.run(cmd, stdout=sys.stderr)
+    if proc.returncode != 0:
+        raise JBenchError(f"the run for {run_dir.name} failed (exit {proc.returncode})", where=str(run_dir),
+                          fix="see the error above; rerun `jbench compare` to resume where it stopped")
+    return run_dir
+
+
+@app.command("compare")
+def compare_cmd(
+    model: ModelOpt = None,
+    variants: Annotated[str, typer.Option(
+        "--variants", help="Space- or comma-separated: int8 int4 bnb8 bnb4 gptq awq gguf (gguf:q8_0 for another "
+                           "GGUF type). gptq/awq/gguf use --quantized checkpoints, or quantize the model "
+                           "themselves (local or tiny models).")] = "int8 bnb8 bnb4 gptq",
+    quantized: Annotated[Optional[list[str]], typer.Option(
+        "--quantized", help="VARIANT=PATH of an existing quantized checkpoint or .gguf (repeatable).")] = None,
+    tasks: Annotated[Optional[str], typer.Option("--tasks", "-t", help="As for eval (default: the 6-task suite).")]
+    = None,
+    num_fewshot: Annotated[Optional[str], typer.Option("--num-fewshot")] = None,
+    prompt_version: Annotated[Optional[str], typer.Option("--prompt-version", "-p")] = None,
+    limit: LimitOpt = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+    data_dir: DataDirOpt = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where runs are stored.")] = Path("results"),
+    report_dir: Annotated[Optional[Path], typer.Option(
+        "--report-dir", help="Default: <output-dir>/compare/<model>.")] = None,
+    margin: Annotated[float, typer.Option("--margin", help="Equivalence margin in points (TOST).")] = 1.0,
+    calibration: Annotated[Optional[Path], typer.Option(
+        "--calibration", help="Calibration text file for gptq/awq (default: the task train splits).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Original vs quantized variants: runs (or reuses) every run and writes the paired comparison.
+
+    Per task and for the 4-/6-task averages: values, delta with a 95% paired bootstrap CI, McNemar exact p,
+    flips, agreement, choice-level KL, a TOST verdict at --margin, size / memory / load time / throughput and a
+    collapse flag; as markdown (stdout), JSON, HTML and a PNG chart in the report directory.
+    """
+    from jbench.compare import compare_runs
+    from jbench.models.load import ModelSpec, resolve_model_path
+
+    given = dict(q.split("=", 1) for q in quantized or [])
+    names = [v for v in variants.replace(",", " ").split() if v]
+    base = make_plan(model=model, tasks=tasks, num_fewshot=num_fewshot, prompt_version=prompt_version, limit=limit,
+                     variant=None, batch_size=batch_size, device=device, use_fast=None, trust_remote_code=None,
+                     data_dir=data_dir, allow_data_mismatch=False)
+    spec = ModelSpec(**base.model)
+    original = run_or_reuse(base, output_dir / spec.slug(), show_progress=progress)
+    src = resolve_model_path(spec)
+    runs = []
+    for name in names:
+        variant, _, gguf_type = name.partition(":")
+        extra: dict = {}
+        path: str | None = spec.model
+        if variant in PREQUANTIZED:
+            path = given.get(name) or given.get(variant) or ensure_quantized(
+                variant, src, Path(base.data_dir), calibration=calibration, gguf_type=gguf_type or "q4_k_m")
+            if variant == "gguf":
+                extra["tokenizer"] = src
+        vspec = ModelSpec(**{**base.model, "model": path, "variant": variant, "extra": extra})
+        vplan = type(base)(**{**base.__dict__, "model": asdict(vspec)})
+        label = f"{spec.slug().rsplit('-', 1)[0]}-{name.replace(':', '-')}"
+        runs.append(run_or_reuse(vplan, output_dir / label, show_progress=progress))
+    report = compare_runs(original, runs, margin=margin)
+    out = report_dir or output_dir / "compare" / spec.slug().rsplit("-", 1)[0]
+    out.mkdir(parents=True, exist_ok=True)
+    text = report.to_markdown()
+    (out / "compare.md").write_text(text + "\n", encoding="utf-8")
+    (out / "compare.json").write_text(report.to_json() + "\n", encoding="utf-8")
+    report.plot(out / "compare.png")
+    report.write_html(out / "compare.html")
+    print(text)
+    print(f"report: {out}/compare.{{md,json,html,png}}", file=sys.stderr)
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: Annotated[str, typer.Argument(help="Local HF model directory ('tiny' for the embedded model).")],
+    method: Annotated[str, typer.Option("--format", "--method", help="gptq, awq or gguf.")] = "gptq",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Default: next to the model.")] = None,
+    bits: Annotated[int, typer.Option("--bits")] = 4,
+    group_size: Annotated[int, typer.Option("--group-size")] = 128,
+    desc_act: Annotated[bool, typer.Option("--desc-act/--no-desc-act")] = False,
+    calibration: Annotated[Optional[Path], typer.Option(
+        "--calibration", help="Text file, one sample per line (default: Japanese text from the task train splits "
+                              "in the data dir).")] = None,
+    n_samples: Annotated[int, typer.Option("--n-samples")] = 64,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    gguf_types: Annotated[str, typer.Option("--gguf-types", help="GGUF outputs: f32 is exported, the others are "
+                                            "made by llama.cpp's quantizer.")] = "f32,q8_0,q4_k_m",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make a quantized variant of a model: GPTQ/AWQ (gptqmodel, fixed seed) or GGUF (Llama-family)."""
+    from jbench.models.load import ModelSpec, resolve_model_path
+    from jbench.quantize import default_out_dir, quantize
+
+    spec = ModelSpec(model=model)
+    src = Path(resolve_model_path(spec))
+    calib = calibration
+    if method in ("gptq", "awq") and calib is None:
+        calib_texts = calibration_texts(_data_dir(data_dir, spec.is_tiny))
+    else:
+        calib_texts = None
+    paths = quantize(src, out or default_out_dir(src, method, bits, group_size), method=method,  # type: ignore[arg-type]
+                     bits=bits, group_size=group_size, desc_act=desc_act,
+                     calibration=calib if calib is not None else calib_texts, n_samples=n_samples, seed=seed,
+                     gguf_types=tuple(_split_csv(gguf_types)))
+    for p in paths:
+        print(p)
 
 
 @app.command("table")

@@ -60,6 +60,7 @@ class QuantizeRecord:
     group_size: int | None = None
     desc_act: bool | None = None
     n_samples: int | None = None
+    dtype: str | None = None
     seed: int = 0
     calibration_sha256: str | None = None
     gguf_types: list[str] = field(default_factory=list)
@@ -75,12 +76,17 @@ class QuantizeRecord:
 
 def quantize(src: Path, out: Path, *, method: Method, bits: int = 4, group_size: int = 128, desc_act: bool = False,
              calibration: Sequence[str] | Path | None = None, n_samples: int = 64, seed: int = 0,
-             gguf_types: Sequence[str] = ("f32", "q8_0", "q4_k_m"), verify: bool = True) -> list[Path]:
+             gguf_types: Sequence[str] = ("f32", "q8_0", "q4_k_m"), verify: bool = True,
+             dtype: str = "float32") -> list[Path]:
     """Quantize the local HF model ``src`` into ``out`` and return the paths made.
 
     * ``gptq`` / ``awq``: ``out`` is a model directory (loadable by the ``gptq`` / ``awq`` variants); returns
       ``[out]``. Calibration: a list of texts, or a text file with one sample per line; at most ``n_samples`` are
       used (a seeded sample when more are given). ``None`` uses the tiny model's default Japanese corpus.
+      ``dtype`` is the precision of everything left unquantized (embeddings, lm_head, norms, and the compute):
+      gptqmodel's own choice on a bf16-capable CPU is bfloat16, which would add bf16 rounding of those tensors to
+      the measured "cost of GPTQ"; float32 isolates the weight quantization (``float16`` mimics published
+      GPTQ checkpoints). AWQ's kernel has no float32 path: float32 becomes float16 there.
     * ``gguf``: ``out`` is a directory receiving ``<src name>-<type>.gguf`` for each of ``gguf_types`` (in order)
       plus the original tokenizer files; ``f32`` is written directly, the others by llama.cpp's quantizer from it.
       ``verify`` compares the f32 file's logits with the HF model's through llama.cpp (when installed).
@@ -92,8 +98,9 @@ def quantize(src: Path, out: Path, *, method: Method, bits: int = 4, group_size:
     if method in ("gptq", "awq"):
         texts = load_calibration(calibration, n_samples=n_samples, seed=seed)
         paths = _quantize_gptqmodel(src, out, method=method, bits=bits, group_size=group_size, desc_act=desc_act,
-                                    texts=texts, seed=seed)
+                                    texts=texts, seed=seed, dtype=dtype)
         record = QuantizeRecord(method=method, source=str(src), outputs=[str(p) for p in paths], bits=bits,
+                                dtype="float16" if method == "awq" and dtype in ("float32", "fp32") else dtype,
                                 group_size=group_size, desc_act=desc_act if method == "gptq" else None,
                                 n_samples=len(texts), seed=seed, calibration_sha256=_sha256_texts(texts))
     elif method == "gguf":
@@ -144,11 +151,13 @@ def load_calibration(calibration: Sequence[str] | Path | str | None, *, n_sample
 
 
 def _quantize_gptqmodel(src: Path, out: Path, *, method: str, bits: int, group_size: int, desc_act: bool,
-                        texts: list[str], seed: int) -> list[Path]:
+                        texts: list[str], seed: int, dtype: str = "float32") -> list[Path]:
     from jbench.models.quantized import gptqmodel_env, import_gptqmodel
 
     if bits not in (2, 3, 4, 8):
         raise ModelError(f"{method} supports bits 2, 3, 4 or 8, not {bits}")
+    check_layer_shapes(src, method, group_size)
+    _prepare_out_dir(out)
     gptqmodel_env()
     gm = import_gptqmodel(method)
     import numpy as np
@@ -168,17 +177,66 @@ def _quantize_gptqmodel(src: Path, out: Path, *, method: str, bits: int, group_s
         kwargs = {"backend": gm.BACKEND.AWQ_TORCH} if not torch.cuda.is_available() else {}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model = gm.GPTQModel.load(str(src), qcfg, device=device)
+        from jbench.models.hf import parse_dtype
+
+        torch_dtype = parse_dtype(dtype)
+        if method == "awq" and torch_dtype == torch.float32:
+            # gptqmodel's AWQ torch kernel supports only float16/bfloat16; float16 (AWQ's usual checkpoint dtype) keeps
+            # 3 more mantissa bits than bfloat16 for the tensors left unquantized
+            log.info("AWQ quantizes in float16 (gptqmodel's AWQ kernel has no float32 path)")
+            torch_dtype = torch.float16
+        model = gm.GPTQModel.load(str(src), qcfg, device=device,
+                                  **({"dtype": torch_dtype} if isinstance(torch_dtype, torch.dtype) else {}))
         model.quantize(pack_calibration(texts, src), batch_size=1, **kwargs)
-        if out.exists() and any(out.iterdir()):
-            shutil.rmtree(out)
         model.save(str(out))
-    except (ValueError, RuntimeError, OSError, KeyError, NotImplementedError) as err:
+    except (ValueError, RuntimeError, OSError, KeyError, NotImplementedError, AssertionError) as err:
         raise ModelError(f"{method.upper()} quantization with gptqmodel failed: {err}", where=str(src),
                          fix="check that the architecture is supported by gptqmodel; on CPU set "
                              "GPTQMODEL_CPU_WORKERS to the number of cores") from err
     copy_tokenizer_files(src, out)
     return [out]
+
+
+def _prepare_out_dir(out: Path) -> None:
+    """An output directory must be new, empty, or a previous ``jbench quantize`` output (then it is replaced)."""
+    if out.is_file():
+        raise ModelError("the output path is a file", where=str(out), fix="pass a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "jbench_quantize.json").is_file():
+            raise ModelError("the output directory is not empty and was not made by jbench quantize", where=str(out),
+                             fix="pass a new or empty directory")
+        shutil.rmtree(out)
+
+
+def check_layer_shapes(src: Path, method: str, group_size: int) -> None:
+    """Fail early (before a minutes-long run) on shapes the kernels cannot handle: gptqmodel's CPU int4 kernel needs
+    every linear layer's in_features divisible by ``group_size`` (otherwise quantizing succeeds and *inference*
+    fails), and its AWQ clip search needs out_features divisible by 64."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(src)
+    cfg = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    hidden = int(getattr(cfg, "hidden_size", 0) or 0)
+    heads = int(getattr(cfg, "num_attention_heads", 0) or 0)
+    if not hidden or not heads:
+        return
+    kv = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+    ffn = int(getattr(cfg, "intermediate_size", None) or 4 * hidden)
+    ins = {"hidden_size": hidden, "intermediate_size": ffn, "heads x head_dim": heads * head_dim}
+    if group_size > 0:
+        bad = {k: v for k, v in ins.items() if v % group_size}
+        if bad:
+            ok = [g for g in (128, 64, 32) if all(v % g == 0 for v in ins.values())]
+            raise ModelError(f"group_size={group_size} does not divide the layer widths {bad}", where=str(src),
+                             fix=f"use group_size {ok[0] if ok else -1}" + (" (or -1: per channel)" if ok else ""))
+    if method == "awq":
+        outs = {"hidden_size": hidden, "intermediate_size": ffn, "heads x head_dim": heads * head_dim,
+                "kv_heads x head_dim": kv * head_dim}
+        bad = {k: v for k, v in outs.items() if v % 64}
+        if bad:
+            raise ModelError(f"AWQ (gptqmodel) needs layer output widths divisible by 64, not {bad}",
+                             where=str(src), fix="use GPTQ for this model")
 
 
 def pack_calibration(texts: Sequence[str], src: Path, min_tokens: int = CALIBRATION_PACK_TOKENS) -> list[str]:
@@ -226,7 +284,8 @@ def gguf_ftype(name: str) -> int:
     llama_cpp = import_llama_cpp()
     attr = f"LLAMA_FTYPE_MOSTLY_{name.upper()}"
     if not hasattr(llama_cpp, attr):
-        known = sorted(a[len("LLAMA_FTYPE_MOSTLY_"):].lower() for a in dir(llama_cpp) if a.startswith("LLAMA_FTYPE_MOSTLY_"))
+        prefix = "LLAMA_FTYPE_MOSTLY_"
+        known = sorted(a[len(prefix):].lower() for a in dir(llama_cpp) if a.startswith(prefix))
         raise ModelError(f"unknown GGUF type {name!r}", fix=f"choose f32 or one of: {', '.join(known)}")
     return int(getattr(llama_cpp, attr))
 
@@ -266,6 +325,8 @@ def export_gguf(src: Path, out: Path, *, types: Sequence[str] = ("f32", "q8_0", 
     if "f32" not in types:
         f32.unlink()
     copy_tokenizer_files(src, out)
+    if (src / "generation_config.json").is_file():  # the gguf scorer applies its repetition_penalty, as HF does
+        shutil.copy2(src / "generation_config.json", out / "generation_config.json")
     return [paths[t] for t in types], max_diff
 
 
@@ -301,8 +362,8 @@ def _rope_params(cfg: Any) -> dict[str, Any]:
 
 
 def _permute_qk(w: Any, n_head: int) -> Any:
-    """HF Llama stores Q/K rows for rotate-half rotary; llama.cpp's ``llama`` arch pairs adjacent dims (convert_hf_to_gguf
-    ``LlamaModel.permute``)."""
+    """HF Llama stores Q/K rows for rotate-half rotary; llama.cpp's ``llama`` arch pairs adjacent dims
+    (convert_hf_to_gguf's ``LlamaModel.permute``)."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
@@ -312,6 +373,7 @@ def write_gguf_f32(src: Path, dst: Path) -> Path:
         import gguf
     except ImportError as err:
         raise BackendMissing("the gguf package is not installed", fix=QUANT_HINT) from err
+    import numpy as np
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -373,11 +435,11 @@ def write_gguf_f32(src: Path, dst: Path) -> Path:
         if new is None:
             raise ModelError(f"no GGUF tensor name for {name!r}", where=str(src))
         data = t.detach().to(torch.float32).cpu()
-        if arch_name == "llama" and name.endswith("q_proj.weight"):
+        if arch_name == "llama" and name.endswith(("q_proj.weight", "q_proj.bias")):
             data = _permute_qk(data, n_head)
-        elif arch_name == "llama" and name.endswith("k_proj.weight"):
+        elif arch_name == "llama" and name.endswith(("k_proj.weight", "k_proj.bias")):
             data = _permute_qk(data, n_kv)
-        w.add_tensor(new, data.numpy().copy())
+        w.add_tensor(new, np.ascontiguousarray(data.numpy()))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -467,9 +529,9 @@ def verify_gguf_f32(src: Path, gguf_path: Path, *, n_tokens: int = 48, tol: floa
     with torch.inference_mode():
         ref = model(torch.tensor([ids])).logits[0].double().numpy()
     del model
-    # f32 KV cache: llama.cpp's default f16 cache alone moves logits by ~1e-2
+    # f32 KV cache: llama.cpp's default f16 cache alone moves logits by up to ~3e-2
     llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=max(64, n_tokens), logits_all=True, verbose=False,
-                          n_threads=max(1, min(os.cpu_count() or 1, 8)), type_k=llama_cpp.GGML_TYPE_F32,
+                          n_threads=max(1, (os.cpu_count() or 2) // 2), type_k=llama_cpp.GGML_TYPE_F32,
                           type_v=llama_cpp.GGML_TYPE_F32)
     try:
         llm.eval(ids)

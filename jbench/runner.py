@@ -186,7 +186,8 @@ def task_metrics(task: TaskSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_record: dict[str, Any],
-              show_progress: bool = True) -> dict[str, Any]:
+              show_progress: bool = True,
+              resources: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Evaluate every task and write the run directory; returns the results.json content."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULTS_FILE).unlink(missing_ok=True)  # a stale results.json must never outlive a new run
@@ -222,6 +223,13 @@ def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_rec
             n_samples[task.name] = len(rows)
             truncated[task.name] = _count_truncated(scorer, insts)
             timings[task.name] = round(time.perf_counter() - t0, 3)
+    scoring_s = sum(timings.values())
+    if resources is not None:
+        res = {**model_record.get("resources", {}), **resources()}
+        tokens = res.pop("tokens_processed", 0)
+        res["scoring_s"] = round(scoring_s, 3)
+        res["tokens_per_s"] = round(tokens / scoring_s, 1) if tokens and scoring_s > 0 else None
+        model_record = {**model_record, "resources": res}
     record = {
         "results": results,
         "versions": versions,

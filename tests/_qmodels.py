@@ -14,7 +14,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
+
+_SUBJECTS = ("猫", "犬", "先生", "子ども", "東京の人", "私の友達", "学生", "鳥")
+_PLACES = ("公園", "学校", "図書館", "駅", "海", "山", "家", "店")
+_ACTS = ("本を読みます", "ご飯を食べます", "歌を歌います", "走ります", "写真を撮ります", "寝ます")
+
+#: a fixed Japanese corpus (tokenizer training, the short training run and GPTQ/AWQ calibration), independent of
+#: jbench.tiny.default_corpus so that the measured deltas and the bounds set from them stay put.
+CORPUS: list[str] = [
+    text
+    for i, s in enumerate(_SUBJECTS)
+    for j, p in enumerate(_PLACES)
+    for text in (f"{s}は{p}で{_ACTS[(i + j) % len(_ACTS)]}。",
+                 f"質問：{s}はどこで{_ACTS[(i + j) % len(_ACTS)].removesuffix('ます')}ますか？\n答え：{p}")
+]
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, INIT = 256, 2, 4, 2, 512, 0.02
 #: a short training run so the model has real (peaked, structured) distributions, as a trained LM does: a random
 #: init is either near-uniform (small init: every delta ~0) or hypersensitive (large init: 8-bit deltas ~0.2 nats).
@@ -32,9 +46,9 @@ def tiny_llama256(root: Path | None = None) -> Path:
     import transformers
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from jbench.tiny import build_tiny_model, default_corpus
+    from jbench.tiny import build_tiny_model
 
-    texts = default_corpus()
+    texts = CORPUS
     key = json.dumps({"v": BUILD_VERSION, "texts": texts, "tf": transformers.__version__,
                       "dims": [HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, INIT],
                       "train": [TRAIN_STEPS, TRAIN_LR, TRAIN_BATCH, TRAIN_LEN]}, ensure_ascii=False, sort_keys=True)

@@ -61,8 +61,12 @@ def oracle_greedy(scorer: HFScorer, ids: list[int], steps: int) -> list[int]:
     return out
 
 
-def _with(scorer: HFScorer, **kw: object) -> HFScorer:
-    return HFScorer.from_loaded(scorer.model, scorer.tokenizer, **kw)  # type: ignore[arg-type]
+def _with(scorer: HFScorer, share: str | None = None, **kw: object) -> HFScorer:
+    """A scorer over the same model/tokenizer; ``share`` forces the prefix-sharing mode ("packed" or "kv")."""
+    out = HFScorer.from_loaded(scorer.model, scorer.tokenizer, **kw)  # type: ignore[arg-type]
+    if share is not None:
+        out._shared_mode = share
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- loglikelihood
@@ -74,12 +78,23 @@ def test_matches_oracle_fast_and_naive(scorers: dict[str, HFScorer], arch: str) 
     assert isinstance(s, Scorer)
     reqs = _mc_requests()
     expected = [oracle_loglikelihood(s, r, s.max_length) for r in reqs]
-    fast = _with(s, prefix_sharing=True).loglikelihood(reqs)
+    assert _with(s)._share_mode() == "packed"  # sdpa + a transformers model: the block-mask path is chosen
+    packed = _with(s, share="packed").loglikelihood(reqs)
+    kv = _with(s, share="kv").loglikelihood(reqs)
     naive = _with(s, prefix_sharing=False).loglikelihood(reqs)
-    for e, f, n in zip(expected, fast, naive):
-        assert abs(f - e) <= TOL and abs(n - e) <= TOL, (e, f, n)
-    assert fast[-1] == naive[-1] == 0.0  # empty continuation
-    assert all(x < 0 for x in fast[:-1])
+    for e, f, k, n in zip(expected, packed, kv, naive):
+        assert abs(f - e) <= TOL and abs(k - e) <= TOL and abs(n - e) <= TOL, (e, f, k, n)
+    assert packed[-1] == kv[-1] == naive[-1] == 0.0  # empty continuation
+    assert all(x < 0 for x in packed[:-1])
+
+
+def test_eager_attention_packed_mask(tiny_models: dict[str, Path]) -> None:
+    """Eager attention adds a float mask: the packed path must build that, not a boolean one."""
+    s = HFScorer(tiny_models["llama"], use_fast=False, model_kwargs={"attn_implementation": "eager"})
+    assert s.config._attn_implementation == "eager" and s._share_mode() == "packed"
+    reqs = _mc_requests()
+    for r, got in zip(reqs, s.loglikelihood(reqs)):
+        assert abs(got - oracle_loglikelihood(s, r, s.max_length)) <= TOL
 
 
 def test_empty_context_scores_after_eos(scorers: dict[str, HFScorer]) -> None:
@@ -92,10 +107,10 @@ def test_empty_context_scores_after_eos(scorers: dict[str, HFScorer]) -> None:
     assert abs(got - oracle_loglikelihood(s, req, s.max_length)) <= TOL
 
 
-@pytest.mark.parametrize("prefix_sharing", [True, False])
-def test_left_truncation(scorers: dict[str, HFScorer], prefix_sharing: bool) -> None:
+@pytest.mark.parametrize("share", ["packed", "kv", "naive"])
+def test_left_truncation(scorers: dict[str, HFScorer], share: str) -> None:
     base = scorers["llama"]
-    s = _with(base, max_length=16, prefix_sharing=prefix_sharing)
+    s = _with(base, None if share == "naive" else share, max_length=16, prefix_sharing=share != "naive")
     assert s.max_length == 16
     reqs = _mc_requests()
     assert len(base.tokenizer.encode(reqs[0].context)) > 16
@@ -110,9 +125,10 @@ def test_left_truncation(scorers: dict[str, HFScorer], prefix_sharing: bool) -> 
 def test_batch_sizes_agree(scorers: dict[str, HFScorer]) -> None:
     s = scorers["gpt_neox"]
     reqs = _mc_requests()
-    runs = {(ps, bs): _with(s, batch_size=bs, prefix_sharing=ps).loglikelihood(reqs)
-            for ps in (True, False) for bs in (1, 7, 32)}
-    ref = runs[(False, 1)]
+    runs = {(share, bs): _with(s, None if share == "naive" else share, batch_size=bs,
+                               prefix_sharing=share != "naive").loglikelihood(reqs)
+            for share in ("packed", "kv", "naive") for bs in (1, 7, 32)}
+    ref = runs[("naive", 1)]
     for key, got in runs.items():
         assert max(abs(a - b) for a, b in zip(got, ref)) <= TOL, key
         for d in range(5):  # identical predictions per doc
@@ -123,14 +139,14 @@ def test_batch_sizes_agree(scorers: dict[str, HFScorer]) -> None:
 def test_prefix_sharing_runs_fewer_tokens(scorers: dict[str, HFScorer]) -> None:
     s = scorers["gpt_neox"]
     reqs = _mc_requests()
-    fast, naive = _with(s, prefix_sharing=True), _with(s, prefix_sharing=False)
-    fast.loglikelihood(reqs)
-    naive.loglikelihood(reqs)
+    packed, kv, naive = _with(s, "packed"), _with(s, "kv"), _with(s, prefix_sharing=False)
+    for x in (packed, kv, naive):
+        x.loglikelihood(reqs)
     items = naive._prepare(reqs)
     assert naive.tokens_processed == sum(len(it.inp) for it in items if it.n_cont)
-    assert fast.tokens_processed < 0.4 * naive.tokens_processed
+    assert packed.tokens_processed == kv.tokens_processed < 0.4 * naive.tokens_processed
     unique = {it.inp[:k] for it in items if it.n_cont for k in range(1, len(it.inp) + 1)}  # token-trie nodes
-    assert len(unique) <= fast.tokens_processed  # the minimum (a full token trie); groups share one level only
+    assert len(unique) <= packed.tokens_processed  # the minimum (a full token trie); groups share one level only
 
 
 def test_group_by_prefix() -> None:
@@ -302,7 +318,7 @@ def test_logits_to_keep_fallbacks(scorers: dict[str, HFScorer], mode: str) -> No
     base = scorers["llama"]
     reqs = _mc_requests()
     expected = base.loglikelihood(reqs)
-    for ps in (True, False):
-        s = _with(base, prefix_sharing=ps)
+    for share in ("packed", "kv", "naive"):
+        s = _with(base, None if share == "naive" else share, prefix_sharing=share != "naive")
         s._keep_mode = mode
         assert max(abs(a - b) for a, b in zip(s.loglikelihood(reqs), expected)) <= TOL

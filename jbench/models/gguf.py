@@ -14,10 +14,13 @@ Rules shared with :class:`jbench.models.hf.HFScorer` so that deltas are quantiza
 * generation = greedy, stop on the last token of ``encode(until)`` or the cap, decode, cut at ``until``; the original
   model's ``generation_config.repetition_penalty`` is applied as HF does.
 
-llama.cpp's default f16 KV cache alone moves logits by ~1e-2 on a tiny model; we default to an **f32 KV cache**
-(``spec.extra["kv_type"]``: ``f32`` | ``f16`` | ``q8_0``) so an f32 GGUF reproduces HF fp32 to ~1e-4 and the measured
-delta is the weight quantization. Prefix sharing: requests are sorted by token sequence and each evaluation keeps
-the KV cache of the longest common prefix with the previous one (``n_tokens`` rewind; llama.cpp drops the rest).
+llama.cpp's default f16 KV cache alone moves logits (max |Δlogit| 3e-2 on a random-init tiny Llama, |ΔLL| ~1e-3 on
+the trained test model); we default to an **f32 KV cache** (``spec.extra["kv_type"]``: ``f32`` | ``f16`` | ``q8_0``)
+so an f32 GGUF reproduces HF fp32 to ~1e-5 and the measured delta is the weight quantization.
+
+Prefix sharing: requests are sorted by token sequence and each evaluation keeps the KV cache of the longest common
+prefix with the previous one (``n_tokens`` rewind; ``Llama.eval`` drops the rest of the cache), so a few-shot context
+runs once per question and each choice only runs its own tokens.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def import_llama_cpp() -> Any:
     try:
         import llama_cpp
     except ImportError as err:
-        raise BackendMissing("the gguf variant needs llama-cpp-python, which is not installed", fix=LLAMACPP_HINT) from err
+        raise BackendMissing("the gguf variant needs llama-cpp-python, which is not installed",
+                             fix=LLAMACPP_HINT) from err
     return llama_cpp
 
 
@@ -121,7 +125,9 @@ class GGUFScorer:
         if kv_type not in _KV_TYPES:
             raise ModelError(f"unknown kv_type {kv_type!r}", fix=f"choose one of {', '.join(_KV_TYPES)}")
         self.kv_type = kv_type
-        self.n_threads = int(n_threads or os.cpu_count() or 1)
+        # half the logical CPUs (llama-cpp-python's own default for generation): ggml's threads spin-wait, and with
+        # every core busy (or hyper-threads) a tiny model ran 100x slower on 2 threads than on 1
+        self.n_threads = int(n_threads or max(1, (os.cpu_count() or 2) // 2))
         self.n_gpu_layers = int(n_gpu_layers)
         self.n_batch = int(n_batch)
         self.repetition_penalty = float(repetition_penalty or 1.0)
@@ -145,6 +151,12 @@ class GGUFScorer:
             self.tokenizer_source = tokenizer_source or str(getattr(tokenizer, "name_or_path", ""))
             self.vocab_check = check_vocab(self._llm, tokenizer, self.tokenizer_source)
         self.vocab_agreement = self.vocab_check.agreement
+        self.quantization = {
+            "variant": "gguf", "file": self.path, "file_type": _file_type_name(self.metadata.get("general.file_type")),
+            "architecture": self.metadata.get("general.architecture"), "kv_type": self.kv_type,
+            "tokenizer": self.tokenizer_source, "vocab_agreement": self.vocab_agreement,
+            "n_threads": self.n_threads,
+        }
         self.reset_counters()
 
     # -- llama.cpp context ---------------------------------------------------------------------------------------
@@ -162,7 +174,8 @@ class GGUFScorer:
                                  n_gpu_layers=self.n_gpu_layers, type_k=kv, type_v=kv)
         except (ValueError, RuntimeError) as err:
             raise ModelError(f"llama.cpp cannot load {self.path}: {err}", where=self.path,
-                             fix="check that the file is a GGUF model of an architecture this llama.cpp supports") from err
+                             fix="check that the file is a GGUF model of an architecture this llama.cpp "
+                                 "supports") from err
         # close while the interpreter is intact (Llama.__del__ at shutdown raises "NoneType is not callable")
         self._finalizer = weakref.finalize(self, self._llm.close)
         self._n_ctx = n_ctx
@@ -278,6 +291,18 @@ class GGUFScorer:
                 return out
 
 
+def _file_type_name(value: str | None) -> str | None:
+    """``general.file_type`` (a LLAMA_FTYPE number) as a name such as ``MOSTLY_Q4_K_M``."""
+    if value is None:
+        return None
+    try:
+        import gguf
+
+        return gguf.LlamaFileType(int(value)).name
+    except (ImportError, ValueError):
+        return str(value)
+
+
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     m = x.max(axis=-1)
     return m + np.log(np.exp(x - m[:, None]).sum(axis=-1))
@@ -378,7 +403,8 @@ def resolve_gguf_file(path: str, spec: Any) -> Path:
 
 
 def _has_tokenizer_files(d: Path) -> bool:
-    return any((d / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "spiece.model", "tokenizer_config.json"))
+    names = ("tokenizer.json", "tokenizer.model", "spiece.model", "tokenizer_config.json")
+    return any((d / f).is_file() for f in names)
 
 
 def _repetition_penalty(tok_dir: Path | None) -> float:

@@ -134,12 +134,16 @@ class _Group:
     members: list[_Item] = field(default_factory=list)
 
 
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Longest common prefix length by binary search on tuple slices (compared in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def group_by_prefix(items: Sequence[_Item]) -> list[_Group]:
@@ -226,6 +230,7 @@ class HFScorer:
         self._keep_mode = "mask"  # boolean logits_to_keep; degrades to "index" (1-D positions) or "none"
         self._accepts_logits_to_keep = _accepts_kwarg(model, "logits_to_keep")
         self._shareable = self._cache_is_plain()
+        self._shared_mode: str | None = None  # "packed" or "kv", decided on first use
         gen_cfg = getattr(model, "generation_config", None)
         self.repetition_penalty = float(getattr(gen_cfg, "repetition_penalty", None) or 1.0)
         self._warn_generation_config(gen_cfg)
@@ -360,14 +365,21 @@ class HFScorer:
         return ids, attn
 
     @staticmethod
-    def _gather_logprobs(logits: torch.Tensor, rows: list[int], targets: list[int]) -> torch.Tensor:
-        """log_softmax (float32) of the kept logits, read at ``(rows[i], targets[i])``."""
-        if not rows:
-            return torch.zeros(0, dtype=torch.float64)
+    def _accumulate(sums: torch.Tensor, logits: torch.Tensor, keep: torch.Tensor, r_idx: list[int], c_idx: list[int],
+                    targets: list[int], owners: list[int]) -> None:
+        """Add ``log_softmax(logits)[target]`` at each scored ``(row, col)`` to ``sums[owner]``.
+
+        ``logits`` holds the kept positions of ``keep`` in row-major order; one kept position may score several
+        owners (e.g. the shared last context token of a multiple-choice group). log_softmax runs in float32, only at
+        kept positions; the sums are float64."""
+        if not r_idx:
+            return
+        flat = torch.full(keep.shape, -1, dtype=torch.long)
+        flat[keep.cpu()] = torch.arange(int(keep.sum()))
+        rows = flat[torch.tensor(r_idx), torch.tensor(c_idx)].to(logits.device)
         lsm = torch.log_softmax(logits.float(), dim=-1)
-        r = torch.tensor(rows, dtype=torch.long, device=lsm.device)
-        t = torch.tensor(targets, dtype=torch.long, device=lsm.device)
-        return lsm[r, t].double().cpu()
+        vals = lsm[rows, torch.tensor(targets, dtype=torch.long, device=lsm.device)].double().cpu()
+        sums.index_add_(0, torch.tensor(owners, dtype=torch.long), vals)
 
     # -- loglikelihood -----------------------------------------------------------------------------------------------
 
@@ -414,15 +426,14 @@ class HFScorer:
             for r, it in enumerate(chunk):
                 keep[r, it.first_scored : len(it.inp)] = True
             logits, _ = self._forward(ids, attn, pos, keep)
-            rows, targets, owners = [], [], []
-            flat = torch.full(ids.shape, -1, dtype=torch.long)
-            flat[keep] = torch.arange(int(keep.sum()))
+            r_idx, c_idx, targets, owners = [], [], [], []
             for r, it in enumerate(chunk):
                 for k, j in enumerate(range(it.first_scored, len(it.inp))):
-                    rows.append(int(flat[r, j]))
+                    r_idx.append(r)
+                    c_idx.append(j)
                     targets.append(it.targets[k])
                     owners.append(it.index)
-            sums.index_add_(0, torch.tensor(owners, dtype=torch.long), self._gather_logprobs(logits, rows, targets))
+            self._accumulate(sums, logits, keep, r_idx, c_idx, targets, owners)
             self.tokens_processed += int(attn.sum())
             self.padded_tokens_processed += ids.numel()
 
@@ -436,10 +447,110 @@ class HFScorer:
             start += n
 
     def _score_shared(self, items: Sequence[_Item], sums: torch.Tensor) -> None:
-        """Fast path: each group's prefix once, then all member suffixes against the expanded KV cache."""
-        groups = sorted(group_by_prefix(items), key=lambda g: -len(g.prefix))
-        for batch in self._group_batches(groups):
-            self._run_group_batch(batch, sums)
+        """Fast path: each group's prefix runs once (see the module docstring)."""
+        groups = group_by_prefix(items)
+        if self._share_mode() == "packed":
+            groups.sort(key=lambda g: -_packed_len(g))
+            for batch in self._packed_batches(groups):
+                self._run_packed(batch, sums)
+        else:
+            groups.sort(key=lambda g: -len(g.prefix))
+            for batch in self._group_batches(groups):
+                self._run_group_batch(batch, sums)
+
+    # packed: one row per group = prefix + every member suffix, with a block attention mask -------------------------
+
+    def _share_mode(self) -> str:
+        """``"packed"`` (block mask, no cache copies) where the model takes custom 4-D masks (HF sdpa / eager
+        attention, checked once on a probe), else ``"kv"`` (prefix KV cache expanded to the members)."""
+        if self._shared_mode is None:
+            impl = getattr(self.config, "_attn_implementation", None)
+            native = type(self.model).__module__.startswith("transformers.")
+            self._shared_mode = "packed" if impl in ("sdpa", "eager") and native and self._probe_packed() else "kv"
+            log.debug("prefix sharing mode: %s", self._shared_mode)
+        return self._shared_mode
+
+    def _probe_packed(self) -> bool:
+        """Score a small two-member group packed and naively; a model that ignores the 4-D mask differs a lot."""
+        vocab = int(getattr(self.config.get_text_config(decoder=True), "vocab_size", 8) or 8)
+        pre = [(7 * i + 3) % vocab for i in range(6)]
+        items = [_Item(0, tuple(pre + [5 % vocab, 9 % vocab, 11 % vocab]), 3, (9 % vocab, 11 % vocab, 13 % vocab)),
+                 _Item(1, tuple(pre + [6 % vocab, 8 % vocab]), 2, (8 % vocab, 10 % vocab))]
+        counters = (self.tokens_processed, self.padded_tokens_processed, self.forward_calls)
+        packed, naive = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+        try:
+            with torch.inference_mode():
+                self._run_packed([_Group(tuple(pre), items)], packed)
+                self._score_naive(items, naive)
+        except Exception as err:  # noqa: BLE001 - any failure means: do not use packed rows
+            log.info("packed prefix sharing unavailable (%s); using KV-cache expansion", err)
+            return False
+        finally:
+            self.tokens_processed, self.padded_tokens_processed, self.forward_calls = counters
+        tol = 1e-3 if next(self.model.parameters()).dtype == torch.float32 else 5e-2
+        ok = bool((packed - naive).abs().max() <= tol)
+        if not ok:
+            log.info("packed prefix sharing disagrees with the naive path on a probe; using KV-cache expansion")
+        return ok
+
+    def _packed_batches(self, groups: list[_Group]) -> Iterator[list[_Group]]:
+        start = 0
+        while start < len(groups):
+            n = min(self._rows_limit(_packed_len(groups[start])), len(groups) - start)
+            yield groups[start : start + n]
+            start += n
+
+    def _run_packed(self, groups: list[_Group], sums: torch.Tensor) -> None:
+        """One forward: row = group prefix followed by each member suffix; a suffix token sees the prefix and its
+        own earlier tokens only, at position ids continuing the prefix."""
+        rows, segs, poss = [], [], []
+        places: list[tuple[int, _Item, int]] = []  # (row, item, packed index of the item's position 0 ... offset)
+        for r, g in enumerate(groups):
+            p = len(g.prefix)
+            toks, seg, pos = list(g.prefix), [0] * p, list(range(p))
+            for m in g.members:
+                places.append((r, m, len(toks) - p))  # member position j >= p sits at packed index j + offset
+                if len(m.inp) > p:
+                    sid = len(places)
+                    toks.extend(m.inp[p:])
+                    seg.extend([sid] * (len(m.inp) - p))
+                    pos.extend(range(p, len(m.inp)))
+            rows.append(toks)
+            segs.append(seg)
+            poss.append(pos)
+        width = max(len(t) for t in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        seg_t = torch.full((len(rows), width), -1, dtype=torch.long)
+        pos_t = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (t, sg, ps) in enumerate(zip(rows, segs, poss)):
+            ids[r, : len(t)] = torch.tensor(t)
+            seg_t[r, : len(t)] = torch.tensor(sg)
+            pos_t[r, : len(t)] = torch.tensor(ps)
+        real = seg_t >= 0
+        seg_t[~real] = -2 - torch.arange(int((~real).sum()))  # every pad token is its own segment
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        visible = (seg_t[:, :, None] == seg_t[:, None, :]) | (seg_t == 0)[:, None, :]
+        mask = (causal & visible)[:, None]  # (B, 1, q, kv); the diagonal keeps pad rows from being all-masked
+        if getattr(self.config, "_attn_implementation", None) == "eager":
+            dtype = next(self.model.parameters()).dtype
+            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+        # scored positions: member position j (first_scored <= j < L) -> packed index j (prefix) or j + offset
+        r_idx, c_idx, targets, owners = [], [], [], []
+        for r, m, offset in places:
+            p = len(groups[r].prefix)
+            for j in range(m.first_scored, len(m.inp)):
+                r_idx.append(r)
+                c_idx.append(j if j < p else j + offset)
+                targets.append(m.targets[j - m.first_scored])
+                owners.append(m.index)
+        keep = torch.zeros_like(ids, dtype=torch.bool)
+        keep[r_idx, c_idx] = True
+        logits, _ = self._forward(ids, mask, pos_t, keep)
+        self._accumulate(sums, logits, keep, r_idx, c_idx, targets, owners)
+        self.tokens_processed += int(real.sum())
+        self.padded_tokens_processed += ids.numel()
+
+    # kv: prefix forward with a cache, expanded to each member's suffix row ---------------------------------------
 
     def _run_group_batch(self, groups: list[_Group], sums: torch.Tensor) -> None:
         ids, attn = self._pad_right([g.prefix for g in groups], self._pad_id)
@@ -454,21 +565,19 @@ class HFScorer:
         logits, cache = self._forward(ids, attn, pos, keep, use_cache=need_cache)
         self.tokens_processed += int(attn.sum())
         self.padded_tokens_processed += ids.numel()
-        flat = torch.full(ids.shape, -1, dtype=torch.long)
-        flat[keep] = torch.arange(int(keep.sum()))
-        rows, targets, owners = [], [], []
+        r_idx, c_idx, targets, owners = [], [], [], []
         suffix_rows: list[tuple[int, _Item]] = []
         for r, g in enumerate(groups):
             p = len(g.prefix)
             for m in g.members:
                 for j in range(m.first_scored, min(p, len(m.inp))):
-                    rows.append(int(flat[r, j]))
+                    r_idx.append(r)
+                    c_idx.append(j)
                     targets.append(m.targets[j - m.first_scored])
                     owners.append(m.index)
                 if len(m.inp) > p:
                     suffix_rows.append((r, m))
-        if rows:
-            sums.index_add_(0, torch.tensor(owners, dtype=torch.long), self._gather_logprobs(logits, rows, targets))
+        self._accumulate(sums, logits, keep, r_idx, c_idx, targets, owners)
         del logits
         if not suffix_rows:
             return
@@ -495,15 +604,14 @@ class HFScorer:
             keep[i, max(m.first_scored, p) - p : len(m.inp) - p] = True
         sel_dev = sel.to(self.device)
         logits, _ = self._forward(ids, attn, pos, keep, past=lambda: _select_cache(cache, sel_dev), use_cache=True)
-        flat = torch.full(ids.shape, -1, dtype=torch.long)
-        flat[keep] = torch.arange(int(keep.sum()))
-        rows, targets, owners = [], [], []
+        r_idx, c_idx, targets, owners = [], [], [], []
         for i, ((_, m), p) in enumerate(zip(chunk, plens)):
             for j in range(max(m.first_scored, p), len(m.inp)):
-                rows.append(int(flat[i, j - p]))
+                r_idx.append(i)
+                c_idx.append(j - p)
                 targets.append(m.targets[j - m.first_scored])
                 owners.append(m.index)
-        sums.index_add_(0, torch.tensor(owners, dtype=torch.long), self._gather_logprobs(logits, rows, targets))
+        self._accumulate(sums, logits, keep, r_idx, c_idx, targets, owners)
         self.tokens_processed += int(s_attn.sum())
         self.padded_tokens_processed += ids.numel()
 
@@ -616,6 +724,10 @@ def _accepts_kwarg(model: Any, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _packed_len(g: _Group) -> int:
+    return len(g.prefix) + sum(max(0, len(m.inp) - len(g.prefix)) for m in g.members)
 
 
 def _is_hf_tokenizer(tok: Any) -> bool:

@@ -128,3 +128,7 @@ def model_args_string(spec: ModelSpec, path: str, use_fast: bool | None) -> str:
     if spec.revision:
         args.append(f"revision={spec.revision}")
     return ",".join(args)
+
+
+# Quantized variants register themselves by name (nothing heavy is imported until a variant is used).
+import jbench.models.variants  # noqa: E402,F401  (registration side effect)

@@ -13,8 +13,9 @@ Variants (``load_variant(path, spec, *, use_fast)``):
   optimum-quanto): ``Int8WeightOnlyConfig`` (per-channel symmetric int8, a real int8 matmul kernel) and
   ``IntxWeightOnlyConfig(int4, PerGroup(32), ASYMMETRIC)`` -- asymmetric (zero point) like GPTQ/AWQ/tinygemm int4,
   because symmetric int4 wastes one of its 16 levels (``extra.int4_mapping=symmetric`` to compare); torchao's
-  ``Int4WeightOnlyConfig`` has no CPU path in 0.18. quanto works too but its int4 matmul cannot run under
-  ``torch.inference_mode`` (we wrap its forward in ``no_grad``), and it is slower to score.
+  ``Int4WeightOnlyConfig`` has no CPU path in 0.18. quanto int8 is as good as torchao's, but quanto int4 (group
+  128, its only choice through QuantoConfig) cost 6x more loglikelihood than torchao int4 g32 on the test model,
+  and its int4 matmul cannot run under ``torch.inference_mode`` (we wrap its forward in ``no_grad``).
 
 Every variant keeps ``lm_head`` (and embeddings) unquantized, as transformers' quantizers, GPTQ and AWQ all do, so the
 variants differ in *how* the same linear layers are quantized. Models are loaded in float32 unless
@@ -207,7 +208,8 @@ def _read_json(p: Path) -> dict[str, Any]:
 def quant_settings(d: Path) -> dict[str, Any]:
     """The checkpoint's quantization settings: ``quantize_config.json`` (auto-gptq / gptqmodel) merged under
     ``config.json``'s ``quantization_config`` (transformers); empty when the directory is not quantized."""
-    return {**_read_json(d / "quantize_config.json"), **(_read_json(d / "config.json").get("quantization_config") or {})}
+    from_config = _read_json(d / "config.json").get("quantization_config") or {}
+    return {**_read_json(d / "quantize_config.json"), **from_config}
 
 
 def resolve_gptq_dir(path: str, spec: Any, variant: str = "gptq") -> Path:
@@ -273,31 +275,33 @@ def _shadow_dir(d: Path, weights: Path) -> Path:
 
 
 def _load_gptqmodel(path: str, spec: Any, variant: str) -> tuple[Any, dict[str, Any]]:
+    # GPTQModel.load rather than AutoModelForCausalLM: it also reads auto-gptq checkpoints that have only a
+    # quantize_config.json (transformers would load those as a plain model), and it needs no optimum
     gm = import_gptqmodel(variant)
-    if variant == "gptq":
-        try:
-            import optimum  # noqa: F401 - transformers' GPTQ integration needs it; keep the extra complete
-        except ImportError as err:
-            raise _missing(variant, "optimum", err) from err
     qdir = resolve_gptq_dir(path, spec, variant)
     extra = spec.extra or {}
     backend = extra.get("gptq_backend")
     kwargs: dict[str, Any] = {}
     if backend:
-        kwargs["backend"] = getattr(gm.BACKEND, str(backend).upper())
+        name = str(backend).upper()
+        if not hasattr(gm.BACKEND, name):
+            raise ModelError(f"unknown gptqmodel backend {backend!r}",
+                             fix=f"one of: {', '.join(b.name for b in gm.BACKEND)}")
+        kwargs["backend"] = getattr(gm.BACKEND, name)
     device = _device(spec)
     try:
         wrapped = gm.GPTQModel.load(str(qdir), device=device, dtype=_dtype(spec), **kwargs)
     except (ValueError, RuntimeError, ImportError, ModuleNotFoundError, NotImplementedError, TypeError,
             AssertionError) as err:
-        kernel = "AWQ" if variant == "awq" else "GPTQ"
+        kernel, torch_backend = ("AWQ", "AWQ_TORCH") if variant == "awq" else ("GPTQ", "GPTQ_TORCH")
         raise ModelError(f"gptqmodel cannot load {path!r} on {device}: {type(err).__name__}: {err}", where=path,
                          fix=f"no usable {kernel} kernel for this checkpoint on {device}: try extra "
-                             "gptq_backend=TORCH (pure torch), another device, or the bnb4/int4 variants") from err
+                             f"gptq_backend={torch_backend} with dtype=bfloat16 (pure torch, slow), another device, "
+                             "or the bnb4/int4 variants") from err
     model = getattr(wrapped, "model", wrapped)
     q = quant_settings(qdir)
-    kernels = sorted({type(m).__name__ for m in model.modules() if "QuantLinear" in type(m).__name__
-                      or "Linear" in type(m).__name__ and type(m).__module__.startswith("gptqmodel")})
+    kernels = sorted({type(m).__name__ for m in model.modules()
+                      if type(m).__module__.startswith("gptqmodel.nn_modules")})
     info = {"method": f"gptqmodel {variant}", "bits": q.get("bits"), "group_size": q.get("group_size"),
             "desc_act": q.get("desc_act"), "sym": q.get("sym"), "kernels": kernels, "checkpoint": str(qdir)}
     return model.eval(), info
