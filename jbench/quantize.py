@@ -163,6 +163,7 @@ def _quantize_gptqmodel(src: Path, out: Path, *, method: str, bits: int, group_s
     import numpy as np
     import torch
 
+    _redirect_gptqmodel_logs(out / "logs")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -195,6 +196,17 @@ def _quantize_gptqmodel(src: Path, out: Path, *, method: str, bits: int, group_s
                              "GPTQMODEL_CPU_WORKERS to the number of cores") from err
     copy_tokenizer_files(src, out)
     return [out]
+
+
+def _redirect_gptqmodel_logs(target: Path) -> None:
+    """gptqmodel 7.6 writes per-run logs to ``./logs`` (relative to the working directory, i.e. into whatever
+    checkout runs it); keep them with the output instead."""
+    try:
+        from gptqmodel.looper import loop_processor
+    except ImportError:
+        return
+    if hasattr(loop_processor, "_PROJECT_LOG_DIR"):
+        loop_processor._PROJECT_LOG_DIR = target
 
 
 def _prepare_out_dir(out: Path) -> None:

@@ -60,9 +60,14 @@ def register_variant(name: str, module: str, extra: str | None) -> None:
 def weights_fingerprint(path: Path) -> str | None:
     """A cheap content fingerprint of a local model dir (names, sizes, first MiB of each weight file), so cached
     results are never reused for a different checkpoint behind the same path."""
+    h = hashlib.sha256()
+    if path.is_file():  # a single weights file (.gguf)
+        h.update(str(path.stat().st_size).encode())
+        with path.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+        return h.hexdigest()
     if not path.is_dir():
         return None
-    h = hashlib.sha256()
     for f in sorted(path.iterdir()):
         if f.is_file() and f.suffix in {".safetensors", ".bin", ".gguf", ".pt", ".model", ".json"}:
             h.update(f.name.encode())
@@ -109,6 +114,7 @@ def load_scorer(spec: ModelSpec) -> tuple[Scorer, dict[str, Any]]:
         "max_length": scorer.max_length,
         "tokenizer": getattr(scorer.tokenizer, "kind", type(scorer.tokenizer).__name__),
         "weights_fingerprint": weights_fingerprint(Path(path)),
+        "quantization": getattr(scorer, "quantization", None),
         "spec": asdict(spec),
     }
     return scorer, record
