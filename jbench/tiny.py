@@ -194,19 +194,32 @@ def _jcqa_texts(path: Path, limit: int) -> list[str]:
     return texts
 
 
-def default_corpus(limit: int = 3000) -> list[str]:
-    """Texts for the default tiny model: JCommonsenseQA train questions + choices.
+def _strings(value: Any) -> list[str]:
+    """Every string inside a document (nested dicts/lists), in field order."""
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
 
-    Looked up in the bundled sample (``jbench/sample``), then ``$JBENCH_DATA_DIR``; a built-in template corpus
-    otherwise. (The lead will switch this to the bundled sample only.)"""
-    candidates = sorted((Path(__file__).parent / "sample").glob("**/jcommonsenseqa*/train*.json*"))
-    data_dir = os.environ.get("JBENCH_DATA_DIR")
-    if data_dir:
-        candidates.append(Path(data_dir) / "jglue" / "jcommonsenseqa-v1.1" / "train-v1.1.json")
-    for p in candidates:
-        if p.is_file():
-            return _jcqa_texts(p, limit)
-    return _fallback_corpus()
+
+def default_corpus(limit: int = 3000) -> list[str]:
+    """Texts for the embedded tiny model: every text field of the bundled sample (``jbench/sample``), in a fixed
+    order. Only bundled files are read, so the model is the same on every machine whatever the data dir holds."""
+    from jbench.data import DATASETS, load_split, sample_data_dir
+
+    texts: list[str] = []
+    for name in sorted(DATASETS):
+        for split in ("train", "validation"):
+            try:
+                docs = load_split(name, split, sample_data_dir()).docs
+            except Exception:  # noqa: BLE001 - a dataset without this split in the sample
+                continue
+            for doc in docs:
+                texts += [t for k, v in doc.items() if k not in ("id", "qid", "review_id") for t in _strings(v)]
+    return texts[:limit] or _fallback_corpus()
 
 
 def _default_cache_root() -> Path:
