@@ -16,14 +16,14 @@ from jbench.models.hf import HFScorer, _Item, group_by_prefix, parse_dtype
 TOL = 1e-5
 
 FEWSHOT = "".join(f"質問：{s}はどこで本を読みますか？\n答え：{p}\n\n" for s, p in
-                  [("猫", "公園"), ("犬", "学校"), ("先生", "図書館"), ("子ども", "駅"), ("鳥", "海")])
+                  [("猫", "公園"), ("犬", "学校"), ("先生", "図書館")])
 CHOICES = ["公園", "学校", "図書館", "駅", "東京の人"]
 
 
 def _mc_requests() -> list[LoglikelihoodRequest]:
-    """Five multiple-choice docs (shared few-shot prefix, different questions) + an XWinograd-style pair."""
+    """Four multiple-choice docs (shared few-shot prefix, different questions) + an XWinograd-style pair."""
     reqs = []
-    for q in ["猫", "犬", "学生", "私の友達", "東京の人"]:
+    for q in ["猫", "犬", "学生", "東京の人"]:
         ctx = f"以下は質問です。\n\n{FEWSHOT}質問：{q}はどこで歌を歌いますか？\n答え："
         reqs += [LoglikelihoodRequest(ctx, c) for c in CHOICES]
     reqs += [LoglikelihoodRequest("", "太郎は公園で本を読みます。"), LoglikelihoodRequest("", "太郎は学校で本を読みます。")]
@@ -131,7 +131,7 @@ def test_batch_sizes_agree(scorers: dict[str, HFScorer]) -> None:
     ref = runs[("naive", 1)]
     for key, got in runs.items():
         assert max(abs(a - b) for a, b in zip(got, ref)) <= TOL, key
-        for d in range(5):  # identical predictions per doc
+        for d in range(4):  # identical predictions per doc
             doc = slice(5 * d, 5 * d + 5)
             assert max(range(5), key=lambda i: got[doc][i]) == max(range(5), key=lambda i: ref[doc][i])
 
@@ -322,3 +322,27 @@ def test_logits_to_keep_fallbacks(scorers: dict[str, HFScorer], mode: str) -> No
         s = _with(base, None if share == "naive" else share, prefix_sharing=share != "naive")
         s._keep_mode = mode
         assert max(abs(a - b) for a, b in zip(s.loglikelihood(reqs), expected)) <= TOL
+
+
+def test_huge_group_is_split_into_bounded_packed_rows(scorers: dict[str, HFScorer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many requests that share only the empty context's [eos] must not become one enormous packed row."""
+    import jbench.models.hf as hf
+
+    monkeypatch.setattr(hf, "PACKED_ROW_CAP", 10)
+    base = scorers["gpt_neox"]
+    reqs = [LoglikelihoodRequest("", f"{s}は{p}で寝ます。") for s in ["猫", "犬", "鳥", "先生"] for p in ["公園", "海", "山"]]
+    s = _with(base, "packed")
+    widths: list[int] = []
+    real_forward = s._forward
+
+    def spy(ids: torch.Tensor, *a: object, **kw: object) -> object:
+        widths.append(int(ids.shape[1]))
+        return real_forward(ids, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(s, "_forward", spy)
+    got = s.loglikelihood(reqs)
+    groups = hf.group_by_prefix(s._prepare(reqs))
+    assert max(hf._packed_len(g) for g in groups) > 10  # the cap really splits something
+    assert max(widths) <= 10
+    for r, g in zip(reqs, got):
+        assert abs(g - oracle_loglikelihood(base, r, base.max_length)) <= TOL

@@ -103,6 +103,20 @@ def test_plain_string_specials_strip_whitespace_like_old_transformers(tiny_model
     assert tok.encode("a<unk>b") == [*sp.encode("a"), sp.unk_id(), *sp.encode("b")]
 
 
+def test_llama_class_never_strips_its_named_specials(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """4.3x LlamaTokenizer wrapped plain-string bos/eos/unk/pad in AddedToken(lstrip=False, rstrip=False)."""
+    d = tmp_path / "plain"
+    shutil.copytree(tiny_models["llama"], d)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.update(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (d / "special_tokens_map.json").unlink()
+    tok = load_tokenizer(d, use_fast=False)
+    sp = _sp(d)
+    assert tok.encode("質問 </s> 答え") == [*sp.encode("質問 "), tok.eos_token_id, *sp.encode(" 答え")]
+    assert not tok.clean_up_tokenization_spaces
+
+
 def test_t5_decode_rules(tiny_models: dict[str, Path]) -> None:
     """transformers 4.3x slow T5 decode: a space before a special token run, strip, clean_up_tokenization."""
     tok = load_tokenizer(tiny_models["gpt_neox"], use_fast=False)

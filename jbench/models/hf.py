@@ -8,10 +8,18 @@ Why two paths:
 * the **naive** path (``prefix_sharing=False``) runs one full sequence per request in right-padded batches, exactly as
   the reference does. It is the correctness oracle.
 * the **fast** path (default) exploits that multiple-choice requests share their (long, few-shot) context: requests
-  are sorted by their model input, neighbours that share a long common prefix form a group, the prefix runs once and
-  its KV cache is expanded to every member, whose suffixes then run in one batched forward. Logits are projected
-  only at the positions that are scored (``logits_to_keep`` boolean mask), and log-softmax is taken only there.
-  Position ids are always explicit, so right padding and cache reuse cannot shift rotary positions.
+  are sorted by their model input and neighbours that share a long common prefix form a group
+  (:func:`group_by_prefix`), whose prefix runs once. Two ways to do that:
+
+  - ``packed`` (default for HF models with sdpa / eager attention): one row per group = prefix + every member's
+    suffix, with a 4-D block mask (a suffix token sees the prefix and its own earlier tokens) and position ids that
+    continue the prefix for each suffix. One forward, no cache copies.
+  - ``kv`` (fallback, e.g. remote-code models that may ignore a 4-D mask): the prefixes run with a KV cache, the
+    cache rows are expanded (index_select) to the members, whose suffixes then run in one batched forward.
+
+  Logits are projected only at the positions that are scored (``logits_to_keep`` boolean mask, or 1-D positions on
+  older transformers), and log-softmax is taken only there. Position ids are always explicit, so padding, packing
+  and cache reuse cannot shift rotary positions.
 
 Generation: greedy with a KV cache in left-padded batches with explicit position ids; each row stops on the last
 token of ``encode(until)`` or its own token cap (the model's real EOS does not stop it), as the reference's
@@ -25,7 +33,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -34,6 +42,8 @@ from jbench.models.base import GenerationRequest, LoglikelihoodRequest, encode_c
 from jbench.models.tokenizer import HarnessTokenizer, load_tokenizer, wrap_hf_tokenizer
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
@@ -47,6 +57,8 @@ _DTYPES: dict[str, Any] = {
 #: on CPU, forwards bigger than this many (padded) tokens are no faster per token, only hungrier.
 CPU_TOKEN_CAP = 2048
 GPU_TOKEN_CAP = 65536
+#: longest packed row (prefix + member suffixes): its attention mask and scores grow with the square of it.
+PACKED_ROW_CAP = 4096
 
 #: generation-config fields the reference's ``model.generate`` would also have applied; we implement only
 #: ``repetition_penalty`` and warn about the rest.
@@ -91,6 +103,7 @@ def load_causal_lm(model: str | os.PathLike[str], *, dtype: str | torch.dtype = 
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"cannot load a model config from {path!r}: {err}", where=path,
                          fix="pass a local model directory with config.json (the hub is not reachable offline)") from err
+    _refuse_non_causal(config, path)
     try:
         m = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=parse_dtype(dtype),
                                                  trust_remote_code=trust_remote_code, revision=revision, **kwargs)
@@ -105,6 +118,23 @@ def load_causal_lm(model: str | os.PathLike[str], *, dtype: str | torch.dtype = 
         m = m.to(device)
     m.eval()
     return m
+
+
+def _refuse_non_causal(config: Any, path: str) -> None:
+    """Refuse encoders (BERT-style) and encoder-decoders before loading weights: transformers maps some of them to a
+    causal-LM head (``BertLMHeadModel``, ``BartForCausalLM``) that loads and scores without error, but with
+    bidirectional attention or half a model, so every number would be meaningless."""
+    model_type = str(getattr(config, "model_type", "") or "")
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
+    except ImportError:  # pragma: no cover - very old/new transformers
+        masked = {}
+    encoder = model_type in masked and not bool(getattr(config, "is_decoder", False))
+    if encoder or bool(getattr(config, "is_encoder_decoder", False)):
+        kind = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "an encoder (masked LM)"
+        raise ModelError(f"{path!r} is not a causal language model: it is {kind} model ({type(config).__name__})",
+                         where=f"{path} (config.json model_type={model_type!r})",
+                         fix="jbench scores decoder-only (causal) LMs only; pass a GPT/Llama/Qwen-style checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -235,6 +265,9 @@ class HFScorer:
         self.repetition_penalty = float(getattr(gen_cfg, "repetition_penalty", None) or 1.0)
         self._warn_generation_config(gen_cfg)
         self._token_budget, self._mem_budget = self._auto_budgets()
+        self._oom_cap: int | None = None  # rows per forward after an out-of-memory retry (see _oom_retry)
+        self._last_rows = 0
+        self.oom_retries = 0
         self.reset_counters()
 
     # -- counters and sizing ---------------------------------------------------------------------------------------
@@ -272,31 +305,79 @@ class HFScorer:
         return kv, act, heads
 
     def _auto_budgets(self) -> tuple[int, float]:
-        """(tokens per forward, bytes per forward) from free memory: torch.cuda.mem_get_info or psutil."""
+        """(tokens per forward, bytes per forward) for the automatic batch size.
+
+        Derived only from stable facts -- the device's *total* memory, the model's own size and shape -- never from
+        the memory that happens to be free: free memory changes from run to run, a different batch composition
+        changes the last bits of the scores, and a resumed (or repeated) run would then not reproduce an
+        uninterrupted one. If the budget is too optimistic for a busy device, out-of-memory errors halve the batch
+        (see ``_oom_retry``)."""
+        weights = float(sum(t.numel() * t.element_size() for t in self.model.parameters())
+                        + sum(t.numel() * t.element_size() for t in self.model.buffers()))
         if self.device.type == "cuda":
-            free = float(torch.cuda.mem_get_info(self.device)[0])
-            mem, cap = 0.5 * free, GPU_TOKEN_CAP
+            total = float(torch.cuda.get_device_properties(self.device).total_memory)
+            mem, cap = 0.5 * max(0.9 * total - weights, 0.0), GPU_TOKEN_CAP
         else:
             try:
                 import psutil
 
-                free = float(psutil.virtual_memory().available)
+                total = float(psutil.virtual_memory().total)
             except ImportError:  # pragma: no cover - psutil ships with accelerate
-                free = float(4 << 30)
-            mem, cap = min(0.25 * free, float(8 << 30)), CPU_TOKEN_CAP
+                total = float(16 << 30)
+            mem, cap = min(0.25 * max(total - weights, 0.0), float(8 << 30)), CPU_TOKEN_CAP
+        mem = max(mem, float(64 << 20))
         kv, act, _ = self._sizes()
-        return int(max(64, min(cap, mem / (kv + act)))), mem
+        tokens = int(max(64, min(cap, mem / (kv + act))))
+        self.batch_sizing = {"basis": "total device memory, model size and sequence lengths",
+                             "total_memory_bytes": int(total), "weights_bytes": int(weights),
+                             "token_budget": tokens, "memory_budget_bytes": int(mem)}
+        return tokens, mem
 
     def _rows_limit(self, q_len: int, kv_len: int | None = None) -> int:
         """Rows per forward of ``q_len`` new tokens attending to ``kv_len`` positions: the manual ``batch_size``,
         else what the token budget (compute) and the memory budget (KV, activations, score matrices) allow."""
         if self.batch_size is not None:
-            return self.batch_size
+            return min(self.batch_size, self._oom_cap or self.batch_size)
         kv_len = max(kv_len or q_len, q_len)
         kv, act, heads = self._sizes()
         per_row = kv * kv_len + act * q_len + 4.0 * heads * q_len * kv_len
-        rows = min(self._token_budget // max(1, q_len), int(self._mem_budget // per_row))
-        return max(1, rows)
+        rows = max(1, min(self._token_budget // max(1, q_len), int(self._mem_budget // per_row)))
+        return min(rows, self._oom_cap or rows)
+
+    # -- out of memory: halve the batch and retry (reliability) ----------------------------------------------------
+
+    def _oom_retry(self, run: Callable[[], _T]) -> _T:
+        """``run()``; on an out-of-memory error, cap the rows per forward at half of the failing forward's and run
+        the whole call again (from scratch, so no partial sums survive), down to one row; then a clear ModelError.
+        The cap stays for the scorer's lifetime (``oom_retries`` / ``oom_batch_cap`` are recorded in results)."""
+        while True:
+            counters = (self.tokens_processed, self.padded_tokens_processed, self.generated_tokens_processed,
+                        self.forward_calls)
+            try:
+                return run()
+            except (RuntimeError, MemoryError) as err:
+                if not _is_oom(err):
+                    raise
+                failed = max(1, self._last_rows)
+                detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            (self.tokens_processed, self.padded_tokens_processed, self.generated_tokens_processed,
+             self.forward_calls) = counters
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if failed <= 1:
+                raise ModelError(f"out of memory on {self.device} even with batch size 1 ({detail})",
+                                 where=f"model {self.name}, max_length {self.max_length}",
+                                 fix="free memory on the device (other processes), use a smaller variant "
+                                     "(--variant fp16/bf16 or a quantized one) or a bigger device")
+            self._oom_cap = failed // 2
+            self.oom_retries += 1
+            log.warning("out of memory with %d rows per forward on %s; retrying with %d", failed, self.device,
+                        self._oom_cap)
+
+    @property
+    def oom_batch_cap(self) -> int | None:
+        """Rows per forward after out-of-memory retries (None: never ran out of memory)."""
+        return self._oom_cap
 
     def _warn_generation_config(self, gen_cfg: Any) -> None:
         if gen_cfg is None:
@@ -314,6 +395,7 @@ class HFScorer:
         """One model call. ``keep`` is either an int (last positions, as in ``generate``; logits ``(B, keep, V)``)
         or a boolean ``(B, T)`` mask (logits ``(K, V)`` at its True positions, row-major). ``past`` builds the
         cache to continue from (a callable, so a retry gets a fresh, unmutated one)."""
+        self._last_rows = int(ids.shape[0])
         base: dict[str, Any] = dict(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
                                     position_ids=pos.to(self.device), use_cache=use_cache)
         if isinstance(keep, int):
@@ -337,7 +419,7 @@ class HFScorer:
             try:
                 out = self.model(**kwargs)
             except (TypeError, IndexError, ValueError, RuntimeError) as err:
-                if isinstance(err, torch.OutOfMemoryError) or self._keep_mode == "none":
+                if _is_oom(err) or self._keep_mode == "none":
                     raise
                 log.info("logits_to_keep=%s not supported by this model (%s); falling back", self._keep_mode, err)
                 self._keep_mode = "index" if self._keep_mode == "mask" else "none"
@@ -371,14 +453,18 @@ class HFScorer:
 
         ``logits`` holds the kept positions of ``keep`` in row-major order; one kept position may score several
         owners (e.g. the shared last context token of a multiple-choice group). log_softmax runs in float32, only at
-        kept positions; the sums are float64."""
+        kept positions; the sums are float64. A 2-column ``sums`` also counts, in column 1, the scored positions whose
+        argmax is not the target (lm-eval's ``is_greedy``; see :meth:`loglikelihood_tokens`)."""
         if not r_idx:
             return
         flat = torch.full(keep.shape, -1, dtype=torch.long)
         flat[keep.cpu()] = torch.arange(int(keep.sum()))
         rows = flat[torch.tensor(r_idx), torch.tensor(c_idx)].to(logits.device)
         lsm = torch.log_softmax(logits.float(), dim=-1)
-        vals = lsm[rows, torch.tensor(targets, dtype=torch.long, device=lsm.device)].double().cpu()
+        tgt = torch.tensor(targets, dtype=torch.long, device=lsm.device)
+        vals = lsm[rows, tgt].double().cpu()
+        if sums.dim() == 2:
+            vals = torch.stack([vals, (lsm[rows].argmax(dim=-1) != tgt).double().cpu()], dim=1)
         sums.index_add_(0, torch.tensor(owners, dtype=torch.long), vals)
 
     # -- loglikelihood -----------------------------------------------------------------------------------------------
@@ -403,14 +489,18 @@ class HFScorer:
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[float]:
         """Sum of continuation log-probabilities per request, in request order."""
         items = self._prepare(requests)
-        sums = torch.zeros(len(items), dtype=torch.float64)
         todo = [it for it in items if it.n_cont > 0]  # an empty continuation scores 0, as in the reference
-        with torch.inference_mode():
-            if self.prefix_sharing and self._shareable:
-                self._score_shared(todo, sums)
-            else:
-                self._score_naive(todo, sums)
-        return [float(x) for x in sums]
+
+        def run() -> torch.Tensor:
+            sums = torch.zeros(len(items), dtype=torch.float64)
+            with torch.inference_mode():
+                if self.prefix_sharing and self._shareable:
+                    self._score_shared(todo, sums)
+                else:
+                    self._score_naive(todo, sums)
+            return sums
+
+        return [float(x) for x in self._oom_retry(run)]
 
     def _score_naive(self, items: Sequence[_Item], sums: torch.Tensor) -> None:
         """Reference path: one full right-padded sequence per request, longest first."""
@@ -450,6 +540,7 @@ class HFScorer:
         """Fast path: each group's prefix runs once (see the module docstring)."""
         groups = group_by_prefix(items)
         if self._share_mode() == "packed":
+            groups = [part for g in groups for part in _split_packed(g, PACKED_ROW_CAP)]
             groups.sort(key=lambda g: -_packed_len(g))
             for batch in self._packed_batches(groups):
                 self._run_packed(batch, sums)
@@ -630,19 +721,24 @@ class HFScorer:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Greedy continuation of each context, cut at the first ``until``; in request order."""
         prepared = [self._gen_prepare(r) for r in requests]
-        outputs: list[list[int]] = [[] for _ in requests]
         order = sorted((i for i in range(len(requests)) if prepared[i][2] > 0), key=lambda i: -len(prepared[i][0]))
-        start = 0
-        with torch.inference_mode():
-            while start < len(order):
-                first = prepared[order[start]]
-                total = len(first[0]) + first[2]
-                n = min(self._rows_limit(total), len(order) - start)
-                chunk = order[start : start + n]
-                start += n
-                new = self._greedy([prepared[i] for i in chunk])
-                for i, toks in zip(chunk, new):
-                    outputs[i] = toks
+
+        def run() -> list[list[int]]:
+            outputs: list[list[int]] = [[] for _ in requests]
+            start = 0
+            with torch.inference_mode():
+                while start < len(order):
+                    first = prepared[order[start]]
+                    total = len(first[0]) + first[2]
+                    n = min(self._rows_limit(total), len(order) - start)
+                    chunk = order[start : start + n]
+                    start += n
+                    new = self._greedy([prepared[i] for i in chunk])
+                    for i, toks in zip(chunk, new):
+                        outputs[i] = toks
+            return outputs
+
+        outputs = self._oom_retry(run)
         texts = []
         for req, toks in zip(requests, outputs):
             s = self.tokenizer.decode(toks) if toks else ""
@@ -657,8 +753,10 @@ class HFScorer:
         score = torch.where(score < 0, score * self.repetition_penalty, score / self.repetition_penalty)
         return logits.scatter(1, idx, score)
 
-    def _greedy(self, rows: list[tuple[list[int], int | None, int]]) -> list[list[int]]:
-        """Batched greedy decoding with left padding; each row stops on its stop id or its cap."""
+    def _greedy(self, rows: list[tuple[list[int], int | None, int]],
+                done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+        """Batched greedy decoding with left padding; each row stops on its stop id, its cap, or once
+        ``done(row, its new tokens)`` is true (used by :meth:`greedy_tokens`)."""
         width = max(len(c) for c, _, _ in rows)
         ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         attn = torch.zeros((len(rows), width), dtype=torch.long)
@@ -684,7 +782,7 @@ class HFScorer:
                 if seen:
                     seen[a].append(int(tok))
                 _, stop, cap = rows[a]
-                if not (tok == stop or len(out[a]) >= cap):
+                if not (tok == stop or len(out[a]) >= cap or (done is not None and done(a, out[a]))):
                     still.append(a)
             if not still:
                 return out
@@ -701,6 +799,60 @@ class HFScorer:
             logits, cache = self._forward(step_ids, attn, last_pos[:, None], 1, past=lambda: cache, use_cache=True)
             self.generated_tokens_processed += len(active)
 
+    # == token-level entry points ====================================================================================
+    # Used by jbench.lmeval_backend (lm-eval's request semantics on this scorer): the caller tokenizes (lm-eval's
+    # joint ``_encode_pair``, BOS/prefix token, left truncation of generation contexts) and decides when a generation
+    # stops (stop strings, EOS ids); these methods only run the model, on the same fast paths as above.
+
+    def loglikelihood_tokens(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[tuple[float, bool]]:
+        """``(sum of continuation log-probs, every continuation token is the argmax)`` per pre-tokenized
+        ``(context ids, continuation ids)`` pair, in input order; the model input is
+        ``(ctx + cont)[-(max_length + 1):][:-1]`` (lm-eval's and the reference's rule). An empty continuation
+        scores ``(0.0, True)``."""
+        items = []
+        for i, (ctx, cont) in enumerate(pairs):
+            inp, n_cont = model_input(ctx, cont, self.max_length)
+            whole = (list(ctx) + list(cont))[-(self.max_length + 1):]
+            items.append(_Item(i, tuple(inp), n_cont, tuple(whole[len(whole) - n_cont:]) if n_cont else ()))
+        todo = [it for it in items if it.n_cont > 0]
+
+        def run() -> torch.Tensor:
+            sums = torch.zeros((len(items), 2), dtype=torch.float64)  # column 1: greedy misses (see _accumulate)
+            with torch.inference_mode():
+                if self.prefix_sharing and self._shareable:
+                    self._score_shared(todo, sums)
+                else:
+                    self._score_naive(todo, sums)
+            return sums
+
+        return [(float(ll), miss == 0) for ll, miss in self._oom_retry(run).tolist()]
+
+    def greedy_tokens(self, contexts: Sequence[Sequence[int]], caps: Sequence[int], *,
+                      done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+        """Greedy new tokens for pre-tokenized, already truncated, non-empty contexts, in input order. Row ``i``
+        stops after ``caps[i]`` tokens or once ``done(i, its new tokens)`` is true; the stopping token is kept.
+        Finished rows leave the batch (no compute is spent on them)."""
+        if any(len(c) == 0 for c in contexts):
+            raise ModelError("greedy_tokens needs a non-empty context for every row")
+        order = sorted((i for i in range(len(contexts)) if caps[i] > 0), key=lambda i: -len(contexts[i]))
+
+        def run() -> list[list[int]]:
+            outputs: list[list[int]] = [[] for _ in contexts]
+            start = 0
+            with torch.inference_mode():
+                while start < len(order):
+                    first = order[start]
+                    n = min(self._rows_limit(len(contexts[first]) + int(caps[first])), len(order) - start)
+                    chunk = order[start : start + n]
+                    start += n
+                    rows = [(list(contexts[i]), None, int(caps[i])) for i in chunk]
+                    row_done = None if done is None else (lambda a, toks, chunk=chunk: done(chunk[a], toks))
+                    for i, toks in zip(chunk, self._greedy(rows, row_done)):
+                        outputs[i] = toks
+            return outputs
+
+        return self._oom_retry(run)
+
 
 def load_variant(path: str, spec: Any, *, use_fast: bool | None = None) -> HFScorer:
     """Entry point used by :func:`jbench.models.load.load_scorer` for the fp32 / fp16 / bf16 variants.
@@ -713,6 +865,15 @@ def load_variant(path: str, spec: Any, *, use_fast: bool | None = None) -> HFSco
     return HFScorer(path, dtype=dtype, device=spec.device, batch_size=spec.batch_size, use_fast=use_fast,
                     trust_remote_code=spec.trust_remote_code, revision=spec.revision, max_length=spec.max_length,
                     prefix_sharing=bool(extra.get("prefix_sharing", True)), model_kwargs=extra.get("model_kwargs"))
+
+
+def _is_oom(err: BaseException) -> bool:
+    """An out-of-memory error from torch (CUDA/MPS/XPU) or the CPU allocator."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "cannot allocate memory" in text)
 
 
 def _accepts_kwarg(model: Any, name: str) -> bool:
@@ -728,6 +889,26 @@ def _accepts_kwarg(model: Any, name: str) -> bool:
 
 def _packed_len(g: _Group) -> int:
     return len(g.prefix) + sum(max(0, len(m.inp) - len(g.prefix)) for m in g.members)
+
+
+def _split_packed(g: _Group, cap: int) -> list[_Group]:
+    """Split a group whose packed row would exceed ``cap`` tokens into groups with the same prefix (each re-runs
+    it), so that many items sharing a short prefix (e.g. only XWinograd's [eos]) never make one huge row."""
+    if _packed_len(g) <= cap:
+        return [g]
+    p = len(g.prefix)
+    parts: list[_Group] = []
+    cur: list[_Item] = []
+    size = p
+    for m in g.members:
+        s = max(0, len(m.inp) - p)
+        if cur and size + s > cap:
+            parts.append(_Group(g.prefix, cur))
+            cur, size = [], p
+        cur.append(m)
+        size += s
+    parts.append(_Group(g.prefix, cur))
+    return parts
 
 
 def _is_hf_tokenizer(tok: Any) -> bool:

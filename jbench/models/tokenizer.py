@@ -43,6 +43,11 @@ _CLASS_DEFAULTS: dict[str, dict[str, str]] = {
     "T5Tokenizer": {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"},
     "LlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
 }
+#: 4.3x ``LlamaTokenizer.__init__`` wrapped these in ``AddedToken(lstrip=False, rstrip=False)`` (no stripping) and
+#: defaulted ``clean_up_tokenization_spaces`` to False; other classes kept plain strings (stripped) and cleaned up.
+_WRAPPED_NAMED = {"LlamaTokenizer": ("bos_token", "eos_token", "unk_token", "pad_token"),
+                  "CodeLlamaTokenizer": ("bos_token", "eos_token", "unk_token", "pad_token")}
+_CLEANUP_DEFAULT = {"LlamaTokenizer": False, "CodeLlamaTokenizer": False}
 
 _NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
@@ -143,7 +148,10 @@ class SentencePieceTokenizer(HarnessTokenizer):
             if name not in cfg and name not in (special_tokens_map or {}):
                 cfg[name] = default
         self.legacy: bool = cfg.get("legacy") is not False  # 4.3x: None (unset) meant legacy
-        self.clean_up_tokenization_spaces: bool = bool(cfg.get("clean_up_tokenization_spaces", True))
+        base_class = self.tokenizer_class.removesuffix("Fast")
+        self._wrapped_named = _WRAPPED_NAMED.get(base_class, ())
+        self.clean_up_tokenization_spaces: bool = bool(
+            cfg.get("clean_up_tokenization_spaces", _CLEANUP_DEFAULT.get(base_class, True)))
         self.do_lower_case: bool = bool(cfg.get("do_lower_case", False))
         self.extra_ids: int = int(cfg.get("extra_ids", 0) or 0) if "T5" in self.tokenizer_class else 0
         self._sp_size = self.sp.get_piece_size()
@@ -175,9 +183,9 @@ class SentencePieceTokenizer(HarnessTokenizer):
             if isinstance(v, dict) and isinstance(v.get("content"), str):
                 by_content[v["content"]] = (int(k), v)
         specs: list[tuple[str, bool, bool, bool]] = []  # content, lstrip, rstrip, special
-        for src in (stm, cfg):
+        for src in (cfg, stm):  # special_tokens_map.json wins, as in transformers 4.x ``from_pretrained``
             for name in _NAMED_SPECIALS:
-                s = _token_spec(src.get(name), legacy_default_strip=True)
+                s = _token_spec(src.get(name), legacy_default_strip=name not in self._wrapped_named)
                 if s:
                     specs.append((*s, True))
             for key in ("additional_special_tokens", "extra_special_tokens"):
@@ -403,8 +411,9 @@ def wrap_hf_tokenizer(tok: Any, *, kind: str | None = None) -> HFTokenizer:
     """Wrap an already-loaded HF tokenizer (used by :meth:`HFScorer.from_loaded`)."""
     if kind is None:
         kind = "fast" if bool(getattr(tok, "is_fast", False)) else "slow"
-    cleanup = getattr(tok, "init_kwargs", {}).get("clean_up_tokenization_spaces", True)
-    return HFTokenizer(tok, kind=kind, clean_up_tokenization_spaces=bool(cleanup))
+    init = dict(getattr(tok, "init_kwargs", {}) or {})
+    init.setdefault("tokenizer_class", type(tok).__name__)
+    return HFTokenizer(tok, kind=kind, clean_up_tokenization_spaces=_cleanup_flag(init))
 
 
 def load_tokenizer(path_or_id: str | os.PathLike[str], *, use_fast: bool | None = None, trust_remote_code: bool = False,
@@ -435,9 +444,13 @@ def load_tokenizer(path_or_id: str | os.PathLike[str], *, use_fast: bool | None 
         log.warning("use_fast=False asked for %s but transformers returned a fast tokenizer (%s); "
                     "tokenization may differ from the reference's slow tokenizer", path, type(hf).__name__)
     cfg = _read_json(Path(path) / "tokenizer_config.json") if Path(path).is_dir() else {}
-    out = HFTokenizer(hf, kind=kind, name_or_path=path,
-                      clean_up_tokenization_spaces=bool(cfg.get("clean_up_tokenization_spaces", True)))
-    return out
+    return HFTokenizer(hf, kind=kind, name_or_path=path, clean_up_tokenization_spaces=_cleanup_flag(cfg))
+
+
+def _cleanup_flag(cfg: dict[str, Any]) -> bool:
+    """``clean_up_tokenization_spaces`` as transformers 4.3x resolved it (config, else the class default)."""
+    default = _CLEANUP_DEFAULT.get(str(cfg.get("tokenizer_class") or "").removesuffix("Fast"), True)
+    return bool(cfg.get("clean_up_tokenization_spaces", default))
 
 
 def _hub_sp_model(repo_id: str, revision: str | None) -> Path | None:
