@@ -497,11 +497,12 @@ def _incompatibilities(task: str, b: dict[str, Any], run: Run, mode: Mode) -> li
 
 def _stat_row(task: str, metric: str, base: dict[str, Any], now_v: float, now_se: float | None, n_now: int | None,
               n_base: int | None, *, k: float, z: float, confidence: float, rtol: float,
-              rows_now: list[dict[str, Any]] | None) -> tuple[Row, str | None]:
-    """One metric under the stat rule; returns the row and, for a regression, the explanation."""
+              rows_now: list[dict[str, Any]] | None, scale: float | None = None) -> tuple[Row, str | None]:
+    """One metric under the stat rule; returns the row and, for a regression, the explanation. ``scale`` is the
+    proportion scale (100 for JaSQuAD EM/F1; 1 when the run says so, e.g. lm-eval's 0-1 exact_match)."""
     base_v = base["value"]
     pct = f"{confidence:.0%}"
-    scale = PROPORTION_SCALE.get(metric)
+    scale = scale if scale is not None else PROPORTION_SCALE.get(metric)
     if scale is not None and n_now:
         target = base_v / scale * (1 - rtol)
         upper = wilson_upper(now_v / scale, n_now, z)
@@ -624,7 +625,8 @@ def check_run(run_ref: str | os.PathLike[str], baseline_ref: str | os.PathLike[s
                         f"vs now {nv['stderr']!r}")
             else:
                 row, why = _stat_row(task, m, bv, nv["value"], nv["stderr"], n_now, b.get("n"), k=k, z=z,
-                                     confidence=confidence, rtol=rtol, rows_now=rows_now)
+                                     confidence=confidence, rtol=rtol, rows_now=rows_now,
+                                     scale=(run.config.get("metric_scale") or {}).get(m))
                 report.rows.append(row)
                 if why:
                     report.explanations.append(why)
