@@ -4,7 +4,9 @@ Key = sha256 of (model identity incl. variant, dtype, device and tokenizer; requ
 generation settings). The runner hands the scorer fixed chunks of documents and the cache commits each chunk's
 answers in one transaction, so a kill -9 loses at most the chunk in flight, and a resumed run recomputes that
 chunk with exactly the same batch composition — giving bit-identical numbers to an uninterrupted run. sqlite's
-journal guarantees a torn write never leaves a half-written row behind.
+journal guarantees a torn write never leaves a half-written row behind: a WAL whose tail was cut or garbled is
+replayed only up to its last intact commit, so at worst the last chunks are recomputed. A cache file that sqlite
+cannot read at all is moved aside (``cache.sqlite.corrupt``) and the run starts from an empty cache.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from jbench.models.base import GenerationRequest, LoglikelihoodRequest, Scorer, Tokenizer
+from jbench.results import StoreError
 
 CACHE_FILE = "cache.sqlite"
 
@@ -35,26 +39,69 @@ class RequestCache:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        try:
+            self.conn = self._open()
+        except sqlite3.DatabaseError as err:  # not a database / malformed: the cache only saves time, start afresh
+            aside = path.with_name(path.name + ".corrupt")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(path) + suffix)
+                if src.exists():
+                    src.replace(Path(str(aside) + suffix))
+            print(f"warning: the request cache {path} is unreadable ({err}); moved it to {aside.name} and starting "
+                  "with an empty cache (answers are recomputed)", file=sys.stderr)
+            try:
+                self.conn = self._open()
+            except sqlite3.Error as err2:
+                raise self._error("cannot open the request cache", err2) from err2
+        except sqlite3.Error as err:
+            raise self._error("cannot open the request cache", err) from err
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _error(self, what: str, err: sqlite3.Error) -> StoreError:
+        full = "full" in str(err).lower()
+        return StoreError(f"{what}: {err}", where=str(self.path),
+                          fix=("free some disk space or choose another --output-dir, then rerun (answers already "
+                               "cached are kept)") if full else
+                          "check that the run directory is writable, or run with --no-cache")
+
+    def count(self) -> int:
+        """How many answers are stored."""
+        return int(self.conn.execute("SELECT count(*) FROM answers").fetchone()[0])
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        for start in range(0, len(keys), 500):
-            part = list(keys[start: start + 500])
-            marks = ",".join("?" * len(part))
-            for k, v in self.conn.execute(f"SELECT key, value FROM answers WHERE key IN ({marks})", part):
-                found[k] = json.loads(v)
+        try:
+            for start in range(0, len(keys), 500):
+                part = list(keys[start: start + 500])
+                marks = ",".join("?" * len(part))
+                for k, v in self.conn.execute(f"SELECT key, value FROM answers WHERE key IN ({marks})", part):
+                    found[k] = json.loads(v)
+        except sqlite3.Error as err:
+            raise self._error("cannot read the request cache", err) from err
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
         """All of a chunk's answers in one transaction: either all land or none do."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)",
-                                  [(k, json.dumps(v)) for k, v in items.items()])
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)",
+                                      [(k, json.dumps(v)) for k, v in items.items()])
+        except sqlite3.Error as err:
+            raise self._error("cannot write the request cache", err) from err
 
     def close(self) -> None:
         self.conn.close()

@@ -54,11 +54,14 @@ def _shots(value: str | None, n_tasks: int, defaults: list[int]) -> list[int]:
     try:
         shots = [int(v) for v in _split_csv(value)]
     except ValueError as err:
-        raise TaskError(f"--num-fewshot must be integers separated by commas, got {value!r}") from err
+        raise TaskError(f"--num-fewshot must be integers separated by commas, got {value!r}",
+                        where=f"--num-fewshot {value}", fix="e.g. --num-fewshot 3,3,3,2,1,0 or --num-fewshot 0"
+                        ) from err
     if len(shots) == 1:
         return shots * n_tasks
     if len(shots) != n_tasks:
         raise TaskError(f"--num-fewshot lists {len(shots)} values for {n_tasks} tasks",
+                        where=f"--num-fewshot {value}",
                         fix="give one value for every task (in the same order) or a single value for all")
     return shots
 
@@ -195,6 +198,9 @@ def eval_cmd(
     = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved preset, tasks, shots and prompt "
                                           "versions, then stop (no weights are loaded).")] = False,
+    suite: Annotated[Optional[str], typer.Option(
+        "--suite", help="ja_leaderboard: run lm-eval's own japanese_leaderboard tasks (EleutherAI prompts and "
+                        "metrics, 0-1 scale) through lm_eval.simple_evaluate on the same local data files.")] = None,
 ) -> None:
     """Evaluate a model on tasks; writes results/<run>/ and prints the card table and the averages.
 
@@ -205,6 +211,12 @@ def eval_cmd(
     from jbench.runner import RunPlan
     from jbench.tasks import resolve_task
 
+    if suite is not None:
+        _run_suite(suite, model=model, tasks=tasks, num_fewshot=num_fewshot, prompt_version=prompt_version,
+                   limit=limit, variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
+                   trust_remote_code=trust_remote_code, data_dir=data_dir, output_dir=output_dir,
+                   run_name=run_name, allow_data_mismatch=allow_data_mismatch)
+        return
     if resume is not None:
         from jbench.results import resolve_run_dir
 
@@ -224,6 +236,29 @@ def eval_cmd(
             indent=2, ensure_ascii=False))
         return
     execute_plan(plan, run_dir, show_progress=progress, use_cache=cache)
+
+
+def _run_suite(suite: str, *, model: str | None, tasks: str | None, num_fewshot: str | None,
+               prompt_version: str | None, limit: float | None, variant: str | None, batch_size: int | None,
+               device: str, use_fast: bool | None, trust_remote_code: bool | None, data_dir: Path | None,
+               output_dir: Path, run_name: str | None, allow_data_mismatch: bool) -> None:
+    """``--suite ja_leaderboard``: lm-eval is the engine; jbench loads the model and stores the run."""
+    from jbench.models.load import ModelSpec
+    from jbench.suites import run_ja_leaderboard, suite_tables
+
+    if suite != "ja_leaderboard":
+        raise TaskError(f"unknown suite {suite!r}", fix="the only suite is ja_leaderboard")
+    if num_fewshot:
+        raise TaskError("--num-fewshot does not apply to --suite ja_leaderboard (each lm-eval task sets its own)")
+    plan = make_plan(model=model, tasks=None, num_fewshot=None, prompt_version=prompt_version, limit=limit,
+                     variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
+                     trust_remote_code=trust_remote_code, data_dir=data_dir,
+                     allow_data_mismatch=allow_data_mismatch)
+    spec = ModelSpec(**plan.model)
+    out = run_ja_leaderboard(spec, Path(plan.data_dir), output_dir / (run_name or f"{spec.slug()}-ja_leaderboard"),
+                             tasks=_split_csv(tasks) or None, limit=plan.limit, batch_size=batch_size,
+                             allow_data_mismatch=plan.allow_data_mismatch, preset=plan.preset)
+    print(suite_tables(out))
 
 
 def make_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, prompt_version: str | None,
@@ -253,7 +288,13 @@ def make_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, 
     names = _split_csv(tasks) or DEFAULT_SUITE
     shots = _shots(num_fewshot, len(names), DEFAULT_SHOTS if names == DEFAULT_SUITE else [])
     full = _full_names()
-    specs = [resolve_task(n, None if n in full else pv) for n in names]
+    try:
+        specs = [resolve_task(n, None if n in full else pv) for n in names]
+    except TaskError as err:
+        if err.where is not None:
+            raise
+        opts = f"--tasks {','.join(names)}" + (f" --prompt-version {pv}" if "prompt version" in err.what else "")
+        raise TaskError(err.what, where=opts, fix=err.fix) from err
     shots = shots or [t.default_shots for t in specs]
     spec = ModelSpec(model=model, variant=variant or "fp32", device=device, batch_size=batch_size,
                      use_fast=use_fast, trust_remote_code=bool(trust_remote_code))
@@ -285,17 +326,44 @@ def runtime_resources(scorer: object) -> dict:
             "tokens_processed": tokens}
 
 
+def reliability_counters(scoring: object) -> dict:
+    """Request-cache hits/misses (a resumed run has hits) and out-of-memory retries (they change the batch
+    composition, hence possibly the last bits), for results.json ``config.resources``."""
+    out: dict = {}
+    inner = getattr(scoring, "inner", scoring)
+    if hasattr(scoring, "hits"):
+        out["cache_hits"], out["cache_misses"] = scoring.hits, scoring.misses  # type: ignore[attr-defined]
+    if getattr(inner, "oom_retries", 0):
+        out["oom_retries"] = inner.oom_retries  # type: ignore[attr-defined]
+        out["oom_batch_cap"] = getattr(inner, "oom_batch_cap", None)
+    return out
+
+
 def _full_names() -> set[str]:
     from jbench.tasks import all_tasks
 
     return set(all_tasks())
 
 
+class Interrupted(JBenchError):
+    """Ctrl-C during a run. Raised as a JBenchError because click would turn a KeyboardInterrupt into a bare
+    "Aborted!" with exit code 1; ``main`` prints how to resume and exits 130."""
+
+    exit_code = 130
+
+
 def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, use_cache: bool = True) -> dict:
     """Load the model, run (resuming from the run's cache), print the tables; shared by eval and compare."""
+    try:
+        return _execute_plan(plan, run_dir, show_progress=show_progress, use_cache=use_cache)
+    except KeyboardInterrupt as err:
+        raise Interrupted("interrupted", where=str(run_dir)) from err
+
+
+def _execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool, use_cache: bool) -> dict:
     from jbench.cache import CACHE_FILE, CachingScorer, RequestCache, model_identity
     from jbench.models.load import ModelSpec, load_scorer
-    from jbench.report import averages_table, card_table, header_line
+    from jbench.report import averages_table, card_table, header_line, truncation_footer
     from jbench.runner import RunSettings, TaskRun, run_tasks
     from jbench.tasks import resolve_task
 
@@ -310,17 +378,22 @@ def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, 
     run_dir.mkdir(parents=True, exist_ok=True)
     plan.save(run_dir)
     cache = RequestCache(run_dir / CACHE_FILE) if use_cache else None
+    if cache is not None and (cached := cache.count()):
+        print(f"resuming {run_dir}: {cached} answers are already in its request cache", file=sys.stderr)
+    if record["batch_size"] == "auto" and getattr(scorer, "batch_sizing", None):
+        record["batch_sizing"] = scorer.batch_sizing  # type: ignore[attr-defined]
     try:
         scoring = CachingScorer(scorer, cache, model_identity(record)) if cache else scorer
         record["resources"] = {"load_s": round(load_s, 3), "size_bytes": model_size_bytes(scorer)}
         out = run_tasks(scoring, settings, run_dir, model_record=record, show_progress=show_progress,
-                        resources=lambda: runtime_resources(scorer))
+                        resources=lambda: {**runtime_resources(scorer), **reliability_counters(scoring)})
     finally:
         if cache:
             cache.close()
     print(header_line("hf-causal", record["model_args"], settings.limit, out["config"]["num_fewshot"],
                       record["batch_size"]))
-    print(card_table(out["results"], out["versions"]))
+    print(card_table(out["results"], out["versions"]) + truncation_footer(out.get("truncated"),
+                                                                          record.get("max_length")))
     print(averages_table(out["results"]))
     print(f"run stored in {run_dir}", file=sys.stderr)
     return out
@@ -575,7 +648,7 @@ def quantize_cmd(
 @app.command("table")
 def table_cmd(runs: Annotated[list[str], typer.Argument(help="Run directories (or names under results/).")]) -> None:
     """Print the card table and the 4-/6-task averages of stored runs."""
-    from jbench.report import averages_table, card_table, header_line
+    from jbench.report import averages_table, card_table, header_line, truncation_footer
     from jbench.results import load_run
 
     for ref in runs:
@@ -583,7 +656,8 @@ def table_cmd(runs: Annotated[list[str], typer.Argument(help="Run directories (o
         cfg = run.config
         print(header_line("hf-causal", cfg.get("model_args", ""), cfg.get("limit"), cfg.get("num_fewshot", []),
                           cfg.get("batch_size")))
-        print(card_table(run.results, run.versions))
+        print(card_table(run.results, run.versions) + truncation_footer(run.data.get("truncated"),
+                                                                        cfg.get("max_length")))
         print(averages_table(run.results))
 
 
@@ -591,11 +665,16 @@ def main() -> None:
     """Console entry point: JBenchError -> one clear message and its exit code."""
     try:
         app()
+    except Interrupted as err:
+        print(f"interrupted: every answer computed so far is in the run's request cache ({err.where}); rerun the "
+              "same command (or `jbench eval --resume RUN`) to continue where it stopped", file=sys.stderr)
+        sys.exit(err.exit_code)
     except JBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        print("interrupted: finished tasks are kept in the run directory", file=sys.stderr)
+        print("interrupted: every answer computed so far is in the run's request cache; rerun the same command "
+              "(or `jbench eval --resume RUN`) to continue where it stopped", file=sys.stderr)
         sys.exit(130)
 
 

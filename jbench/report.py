@@ -36,6 +36,7 @@ __all__ = [
     "header_line",
     "markdown_table",
     "task_average_value",
+    "truncation_footer",
 ]
 
 TABLE_HEADERS = ["Task", "Version", "Metric", "Value", "", "Stderr"]
@@ -415,6 +416,21 @@ def averages_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for group, value in averages(results).items():
         rows.append([f"**{group} average**", "", "-" if value is None else "%.2f" % value])
     return _simple_markdown(["Family", "Task", "Score"], rows)
+
+
+def truncation_footer(truncated: Mapping[str, Any] | None, max_length: Any = None) -> str:
+    """Notes printed under the card table for tasks whose prompts did not fit the model context, e.g.
+    ``note: 3 prompts of jsquad-1.1-0.2 were longer than the model context (2048 tokens) and were left-truncated,
+    as the reference does``. Empty when nothing was truncated (the card table itself stays byte-identical)."""
+    ctx = f" ({max_length} tokens)" if max_length else ""
+    lines = []
+    for task, n in (truncated or {}).items():
+        if not isinstance(n, int) or n <= 0:
+            continue
+        verb = "were" if n != 1 else "was"
+        lines.append(f"note: {n} prompt{'s' if n != 1 else ''} of {task} {verb} longer than the model context{ctx} "
+                     f"and {verb} left-truncated, as the reference does")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _simple_markdown(headers: list[str], rows: list[list[str]]) -> str:

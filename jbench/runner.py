@@ -26,8 +26,27 @@ from jbench.results import RESULTS_FILE, samples_path, write_json, write_jsonl
 from jbench.tasks import TaskSpec
 
 # Documents per scorer call: small enough for a smooth progress bar and bounded memory, large enough that the
-# scorer can batch across documents.
+# scorer can batch across documents. The request cache commits one chunk per transaction, and the chunk decides
+# the batch composition, so a resumed run must use the same value (JBENCH_CHUNK_DOCS overrides it, for tests).
 CHUNK_DOCS = 64
+CHUNK_DOCS_ENV = "JBENCH_CHUNK_DOCS"
+
+
+def chunk_docs() -> int:
+    """Documents per scorer call: ``$JBENCH_CHUNK_DOCS`` if set, else :data:`CHUNK_DOCS`."""
+    raw = os.environ.get(CHUNK_DOCS_ENV)
+    if raw is None or raw.strip() == "":
+        return CHUNK_DOCS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from jbench.errors import JBenchError
+
+        raise JBenchError(f"{CHUNK_DOCS_ENV} must be a positive integer, got {raw!r}", where="environment",
+                          fix=f"unset {CHUNK_DOCS_ENV} (default {CHUNK_DOCS}) or set it to e.g. 64")
+    return value
 
 
 @dataclass(frozen=True)
@@ -114,9 +133,56 @@ def environment_record() -> dict[str, Any]:
         if torch.cuda.is_available():
             rec["cuda_device"] = torch.cuda.get_device_name(0)
             rec["cudnn_deterministic"] = torch.backends.cudnn.deterministic
+        rec["torch_backends"] = torch_backend_flags()
     except ImportError:
         pass
+    # environment variables that change kernels, thread counts or hashing (only those that are set)
+    rec["env"] = {k: os.environ[k] for k in DETERMINISM_ENV if k in os.environ}
     return rec
+
+
+DETERMINISM_ENV = ("CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED", "OMP_NUM_THREADS",
+                   "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM", "NVIDIA_TF32_OVERRIDE",
+                   "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                   "DNNL_MAX_CPU_ISA", CHUNK_DOCS_ENV)
+
+
+def torch_backend_flags() -> dict[str, Any]:
+    """``torch.backends`` switches that decide which (possibly non-deterministic or reduced-precision) kernels run."""
+    import warnings
+
+    import torch
+
+    flags: dict[str, Any] = {}
+
+    def put(name: str, get: Callable[[], Any]) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = get()
+        except Exception:  # noqa: BLE001 - a flag this torch build lacks is simply not recorded
+            return
+        flags[name] = value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+
+    put("deterministic_algorithms", torch.are_deterministic_algorithms_enabled)
+    put("deterministic_algorithms_warn_only", torch.is_deterministic_algorithms_warn_only_enabled)
+    put("float32_matmul_precision", torch.get_float32_matmul_precision)
+    put("num_interop_threads", torch.get_num_interop_threads)
+    put("cpu_capability", lambda: torch.backends.cpu.get_cpu_capability())
+    put("mkldnn_enabled", lambda: torch.backends.mkldnn.enabled)
+    put("cudnn_enabled", lambda: torch.backends.cudnn.enabled)
+    put("cudnn_deterministic", lambda: torch.backends.cudnn.deterministic)
+    put("cudnn_benchmark", lambda: torch.backends.cudnn.benchmark)
+    put("cudnn_allow_tf32", lambda: torch.backends.cudnn.allow_tf32)
+    put("cuda_matmul_allow_tf32", lambda: torch.backends.cuda.matmul.allow_tf32)
+    put("cuda_matmul_allow_fp16_reduced_precision_reduction",
+        lambda: torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
+    put("cuda_matmul_allow_bf16_reduced_precision_reduction",
+        lambda: torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+    put("sdp_flash", torch.backends.cuda.flash_sdp_enabled)
+    put("sdp_mem_efficient", torch.backends.cuda.mem_efficient_sdp_enabled)
+    put("sdp_math", torch.backends.cuda.math_sdp_enabled)
+    return flags
 
 
 def _mc_rows(insts: list[Instance], lls: list[float], strict: bool) -> list[dict[str, Any]]:
@@ -159,11 +225,12 @@ def _count_truncated(scorer: Scorer, insts: list[Instance]) -> int:
 
 
 def score_task(scorer: Scorer, task: TaskSpec, insts: list[Instance],
-               tick: Callable[[int], None] = lambda n: None) -> list[dict[str, Any]]:
+               tick: Callable[[int], None] = lambda n: None, chunk_size: int | None = None) -> list[dict[str, Any]]:
     """Score every instance, in chunks of documents so progress and memory stay smooth."""
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(insts), CHUNK_DOCS):
-        chunk = insts[start: start + CHUNK_DOCS]
+    size = chunk_size or chunk_docs()
+    for start in range(0, len(insts), size):
+        chunk = insts[start: start + size]
         if task.is_generation:
             reqs = [GenerationRequest(i.context, i.until or "\n", int(i.max_gen_tokens or 0)) for i in chunk]
             rows += _gen_rows(chunk, scorer.generate(reqs))
@@ -191,6 +258,9 @@ def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_rec
     """Evaluate every task and write the run directory; returns the results.json content."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULTS_FILE).unlink(missing_ok=True)  # a stale results.json must never outlive a new run
+    for tmp in run_dir.glob(".*.tmp"):  # temp files of atomic writes a killed run left behind
+        tmp.unlink(missing_ok=True)
+    chunk = chunk_docs()
     results: dict[str, Any] = {}
     versions: dict[str, float] = {}
     n_samples: dict[str, int] = {}
@@ -208,6 +278,8 @@ def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_rec
                  if tr.num_fewshot > 0 else None)
         insts = build_instances(task, val.docs, train.docs if train else None, tr.num_fewshot,
                                 limit=settings.limit, encode=scorer.tokenizer.encode, max_length=scorer.max_length)
+        if any(inst.context == "" for inst in insts):
+            encode_context(scorer.tokenizer, "")  # an empty context needs EOS: fail now, not after other tasks
         data[task.name] = [asdict(f) for f in val.files + (train.files if train else [])]
         notes += [f"{task.name}: {n}" for n in val.notes + (train.notes if train else [])]
         prepared.append((tr, insts))
@@ -216,7 +288,7 @@ def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_rec
             task = tr.task
             t0 = time.perf_counter()
             tick = progress.task(task.name, len(insts))
-            rows = score_task(scorer, task, insts, tick)
+            rows = score_task(scorer, task, insts, tick, chunk_size=chunk)
             write_jsonl(samples_path(run_dir, task.name), rows)
             results[task.name] = task_metrics(task, rows)
             versions[task.name] = task.version_number
@@ -245,6 +317,7 @@ def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_rec
             "data": data,
             "allow_data_mismatch": settings.allow_data_mismatch,
             "seeds": settings.seeds,
+            "chunk_docs": chunk,
             "jbench_version": __version__,
             "git_commit": git_commit(),
             "environment": environment_record(),

@@ -808,12 +808,19 @@ class HFScorer:
         """``(sum of continuation log-probs, every continuation token is the argmax)`` per pre-tokenized
         ``(context ids, continuation ids)`` pair, in input order; the model input is
         ``(ctx + cont)[-(max_length + 1):][:-1]`` (lm-eval's and the reference's rule). An empty continuation
-        scores ``(0.0, True)``."""
+        scores ``(0.0, True)``. Identical model inputs are scored once, so they tie exactly, as they do in a naive
+        batch (argmax tie-breaks then agree with it); different packing would otherwise add float noise."""
+        unique: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        slot: list[int] = []
         items = []
-        for i, (ctx, cont) in enumerate(pairs):
+        for ctx, cont in pairs:
             inp, n_cont = model_input(ctx, cont, self.max_length)
             whole = (list(ctx) + list(cont))[-(self.max_length + 1):]
-            items.append(_Item(i, tuple(inp), n_cont, tuple(whole[len(whole) - n_cont:]) if n_cont else ()))
+            key = (tuple(inp), tuple(whole[len(whole) - n_cont:]) if n_cont else ())
+            if key not in unique:
+                unique[key] = len(items)
+                items.append(_Item(len(items), key[0], n_cont, key[1]))
+            slot.append(unique[key])
         todo = [it for it in items if it.n_cont > 0]
 
         def run() -> torch.Tensor:
@@ -825,7 +832,8 @@ class HFScorer:
                     self._score_naive(todo, sums)
             return sums
 
-        return [(float(ll), miss == 0) for ll, miss in self._oom_retry(run).tolist()]
+        scored = [(float(ll), miss == 0) for ll, miss in self._oom_retry(run).tolist()]
+        return [scored[k] for k in slot]
 
     def greedy_tokens(self, contexts: Sequence[Sequence[int]], caps: Sequence[int], *,
                       done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
