@@ -145,7 +145,9 @@ def _data_dir(explicit: str | None) -> Path | None:
     return beside if beside.is_dir() else None
 
 
-def _load(dataset: str, split: str, data_dir: Path | None) -> tuple[list[dict[str, Any]], str]:
+def _load(dataset: str, split: str, data_dir: Path | None, *, real_only: bool = False
+          ) -> tuple[list[dict[str, Any]], str] | None:
+    """Docs and their source: the real data dir, else the bundled sample's (made-up) split."""
     from jbench.data import load_split, sample_data_dir
     from jbench.errors import DataError
 
@@ -154,11 +156,29 @@ def _load(dataset: str, split: str, data_dir: Path | None) -> tuple[list[dict[st
             return list(load_split(dataset, split, data_dir).docs), "real"
         except DataError:
             pass
+    if real_only:
+        return None
     return list(load_split(dataset, split, sample_data_dir()).docs), "sample (made-up)"
 
 
+def fewshot_pool(dataset: str, data_dir: Path | None, val: tuple[list[dict[str, Any]], str], pool: str
+                 ) -> tuple[list[dict[str, Any]], str]:
+    """Where shots are drawn from. ``train``: the task's train split (real, else the sample's). ``auto``: the real
+    train split; where only the real *validation* split exists (JNLI, JSQuAD here), the real validation docs. Why:
+    the sample's made-up train splits hold 20-30 docs, so 2-3-shot draws repeat across documents and whole shots
+    become shared prefixes -- prompts no real run has (real train splits hold thousands of docs)."""
+    real_train = _load(dataset, "train", data_dir, real_only=True)
+    if real_train is not None:
+        return real_train
+    if pool == "auto" and val[1] == "real":
+        return val[0], "real validation (no real train split)"
+    loaded = _load(dataset, "train", data_dir)
+    assert loaded is not None
+    return loaded
+
+
 def make_requests(key: str, model_dir: Path, data_dir: Path | None, limit: int, prompt_version: str,
-                  max_length: int) -> dict[str, Any]:
+                  max_length: int, pool: str = "auto") -> dict[str, Any]:
     """jbench's requests for one bench task (see :data:`TASKS`), as plain JSON."""
     from jbench.models.tokenizer import load_tokenizer
     from jbench.requests import build_instances
@@ -167,8 +187,10 @@ def make_requests(key: str, model_dir: Path, data_dir: Path | None, limit: int, 
     template, shots = TASKS[key]
     task = resolve_task(template.format(pv=prompt_version))
     tok = load_tokenizer(model_dir)
-    val, val_src = _load(task.dataset, "validation", data_dir)
-    train, train_src = _load(task.dataset, "train", data_dir) if shots else (None, "-")
+    loaded = _load(task.dataset, "validation", data_dir)
+    assert loaded is not None
+    val, val_src = loaded
+    train, train_src = fewshot_pool(task.dataset, data_dir, loaded, pool) if shots else (None, "-")
     insts = build_instances(task, val, train, shots, limit=limit, encode=tok.encode, max_length=max_length)
     docs: list[dict[str, Any]]
     if task.is_generation:
@@ -495,7 +517,7 @@ def write_report(path: Path, cmd: str, kind: str, model_dir: Path, rows: Sequenc
                  info: dict[str, Any], settings: dict[str, Any]) -> str:
     table = markdown_table(COLUMNS, _fmt_rows(rows))
     details = markdown_table(
-        ["task", "docs", "data (val / train)", "lm-eval s (wall / CPU)", "jbench s (wall / CPU)", "speedup (CPU time)",
+        ["task", "docs", "data (eval / shots)", "lm-eval s (wall / CPU)", "jbench s (wall / CPU)", "speedup (CPU time)",
          "lm-eval tokens", "jbench tokens (padded)", "min tokens", "jbench forwards", "RSS after warm-up MiB (L / J)"],
         [[r["key"], str(r["docs"]), f"{r['data']['validation']} / {r['data']['train']}",
           f"{statistics.median(r['lm_wall']):.1f} / {statistics.median(r['lm_cpu']):.1f}",
@@ -562,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (1: see bench/README.md)")
     p.add_argument("--prompt-version", default="0.3")
     p.add_argument("--data-dir", default=None, help="default: $JBENCH_DATA_DIR; the bundled sample fills gaps")
+    p.add_argument("--fewshot-pool", choices=["auto", "train"], default="auto",
+                   help="auto: real train split, else real validation docs, else the sample's train split")
     p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--child", choices=["jbench", "lm-eval"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -599,7 +623,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="jbench-bench-") as tmp:
         work = Path(tmp)
         for i, key in enumerate(keys):
-            spec = make_requests(key, model_dir, data_dir, limits[key], args.prompt_version, max_length)
+            spec = make_requests(key, model_dir, data_dir, limits[key], args.prompt_version, max_length,
+                                 args.fewshot_pool)
             spec_path = work / f"{key}.json"
             spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
             order = ["lm-eval", "jbench"] if i % 2 == 0 else ["jbench", "lm-eval"]  # alternate against load drift

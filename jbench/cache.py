@@ -71,11 +71,14 @@ class RequestCache:
         return conn
 
     def _error(self, what: str, err: sqlite3.Error) -> StoreError:
-        full = "full" in str(err).lower()
-        return StoreError(f"{what}: {err}", where=str(self.path),
-                          fix=("free some disk space or choose another --output-dir, then rerun (answers already "
-                               "cached are kept)") if full else
-                          "check that the run directory is writable, or run with --no-cache")
+        text = str(err).lower()
+        if "full" in text:
+            fix = "free some disk space or choose another --output-dir, then rerun (answers already cached are kept)"
+        elif "locked" in text or "busy" in text:
+            fix = "another jbench run is using this run directory: wait for it, or choose another --run-name"
+        else:
+            fix = "check that the run directory is writable, or run with --no-cache"
+        return StoreError(f"{what}: {err}", where=str(self.path), fix=fix)
 
     def count(self) -> int:
         """How many answers are stored."""

@@ -22,9 +22,9 @@ the ``[prefix_token_id]`` (BOS, else EOS) context for empty contexts, chat templ
   One difference is deliberate: ``tok_batch_encode`` decides "does the context already start with BOS?" once per
   *batch* (from its first string); here it is decided per request.
 
-Requests the fast path does not cover go to ``HFLM`` unchanged: seq2seq models, sampling or extra generation
-kwargs (``top_p``, ``num_beams``, ...), a ``generation_config`` that is not plain greedy, ``think_end_token`` and
-multi-process (accelerate) rolling loglikelihood.
+Requests the fast path does not cover go to ``HFLM`` unchanged: seq2seq models, PEFT prompt-learning models
+(virtual tokens), sampling or extra generation kwargs (``top_p``, ``num_beams``, ...), a ``generation_config`` that
+is not plain greedy, ``think_end_token``, and multi-process (accelerate) rolling loglikelihood.
 
 Loading: lm-eval (0.4.13) finds model backends only in its own registry and has no entry-point plugins, so this
 module must be imported before lm-eval looks the name up::
@@ -75,6 +75,7 @@ class JbenchLM(HFLM):
         self.scorer = HFScorer.from_loaded(self.model, self.tokenizer, batch_size=max_rows,
                                            max_length=self.max_length, prefix_sharing=bool(prefix_sharing),
                                            name=name)
+        self._virtual_tokens = _prompt_learning(self.model)
         self._not_greedy = _not_plain_greedy(self.model)
         if self._not_greedy:
             log.warning("jbench backend: generation_config.%s is set, so generate_until runs through lm-eval's hf "
@@ -90,7 +91,7 @@ class JbenchLM(HFLM):
     def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,  # type: ignore[override]
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
         """lm-eval's token-level loglikelihood (same inputs and truncation rule), on jbench's shared-prefix path."""
-        if self.backend != "causal":
+        if self.backend != "causal" or self._virtual_tokens:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         pairs: list[tuple[list[int], list[int]]] = []
         truncated = 0
@@ -138,7 +139,7 @@ class JbenchLM(HFLM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Greedy requests on jbench's loop (finished rows leave the batch); everything else through ``HFLM``."""
-        if self.backend != "causal" or self._not_greedy or self.think_end_token is not None:
+        if self.backend != "causal" or self._not_greedy or self._virtual_tokens or self.think_end_token is not None:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         fast: list[tuple[int, list[int], list[str], int]] = []  # (request index, context ids, stops, cap)
@@ -204,6 +205,13 @@ def _eos_ids(model: Any) -> set[int]:
     if eos is None:
         return set()
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _prompt_learning(model: Any) -> bool:
+    """A PEFT prompt-tuning/prefix model prepends virtual tokens, which lm-eval's hf path accounts for; LoRA-style
+    adapters do not change positions and stay on the fast path."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def _not_plain_greedy(model: Any) -> str | None:

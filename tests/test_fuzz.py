@@ -253,7 +253,8 @@ def _with_manifest(manifest: bytes) -> None:
 @given(manifest=st.text(max_size=200).map(str.encode)
        | json_values.map(lambda v: json.dumps(v).encode())
        | st.fixed_dictionaries({"files": st.dictionaries(st.just(JCQA_VALID.relpath) | st.text(max_size=5),
-                                                         json_values, max_size=2)}).map(lambda v: json.dumps(v).encode()))
+                                                         json_values, max_size=2)}).map(
+           lambda v: json.dumps(v).encode()))
 def test_manifest_raises_only_data_error(manifest: bytes) -> None:
     _with_manifest(manifest)
 
