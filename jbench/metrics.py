@@ -375,14 +375,37 @@ def jasquad_normalize(s: str) -> str:
     import emoji
     import neologdn
 
+    s = s.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate (possible in JSON data) -> "?"
     s = "".join("" if emoji.is_emoji(c) else c for c in s)
     s = _EMOJI_RE.sub("", s)
     return " ".join(neologdn.normalize(s).split())
 
 
+#: MeCab (fugashi) crashes the process on one parse of ~2 MB, or of ~200,000 characters with no token boundary;
+#: longer strings are tokenized in pieces (the reference would have crashed on them, shorter ones are unchanged).
+MECAB_MAX_CHARS = 50_000
+
+
+def _mecab_pieces(s: str) -> list[str]:
+    """``s`` cut into pieces of at most MECAB_MAX_CHARS, preferably after a space."""
+    if len(s) <= MECAB_MAX_CHARS:
+        return [s]
+    pieces, start = [], 0
+    while start < len(s):
+        end = min(start + MECAB_MAX_CHARS, len(s))
+        if end < len(s):
+            cut = s.rfind(" ", start + 1, end)
+            end = cut + 1 if cut > start else end
+        pieces.append(s[start:end])
+        start = end
+    return pieces
+
+
 def jasquad_tokens(s: str) -> list[str]:
     """F1 tokens: MeCab wakati tokens of the *normalized* string, minus single-punctuation tokens."""
-    return [t for t in _tagger().parse(jasquad_normalize(s)).split() if t not in PUNCT_TOKENS]
+    tagger = _tagger()
+    return [t for piece in _mecab_pieces(jasquad_normalize(s)) for t in tagger.parse(piece).split()
+            if t not in PUNCT_TOKENS]
 
 
 def _as_golds(golds: str | Sequence[str]) -> list[str]:

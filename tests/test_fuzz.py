@@ -34,7 +34,8 @@ FUZZ = settings(max_examples=int(os.environ.get("JBENCH_FUZZ_EXAMPLES", "30")),
 
 # Bugs this fuzzing found in jbench/data and jbench/metrics (outside this test's scope to fix; patch in the
 # reliability report). strict: once fixed, these cases pass, the run reports XPASS(strict) and the mark must go.
-DATA_BUG = pytest.mark.xfail(strict=True, reason="jbench/data lets a non-DataError escape (see the report's patch)")
+# Inputs that once let a non-DataError escape jbench/data (fixed; kept as regression cases).
+DATA_BUG = pytest.mark.fuzz_regression
 
 # ------------------------------------------------------------------------------------------ generators
 
@@ -310,20 +311,14 @@ def test_em_f1_huge_inputs(big: str) -> None:
     assert 0.0 <= f1_example(big[:1000], [big]) <= 1.0
 
 
-# Found by this fuzzing; fixes belong in jbench/metrics.py (see the reliability report). strict: when fixed, these
-# start passing and the marker must go.
+# Found by this fuzzing and fixed in jbench/metrics.py: a lone surrogate (an escaped \ud800 gold answer in a JSON
+# data file) and huge strings (MeCab segfaulted on ~2 MB) must not crash the metric.
 
-@pytest.mark.xfail(strict=True, raises=(UnicodeError, AssertionError),
-                   reason="neologdn/MeCab raise UnicodeError on a lone surrogate (possible in a JSON data file "
-                          "as an escaped \\ud800 gold answer)")
 @pytest.mark.parametrize("x", ["\ud800", "東京\udfff"])
 def test_em_f1_lone_surrogate(x: str) -> None:
     _check_metrics(x, [x])
 
 
-@pytest.mark.xfail(strict=True, reason="MeCab (fugashi) segfaults on one parse of ~2 MB of text, or of a run of "
-                                       "~200,000 characters without a token boundary; the metric must tokenize huge "
-                                       "strings in pieces")
 def test_em_f1_huge_input_does_not_crash_the_process() -> None:
     code = "from jbench.metrics import f1_example as f; s = 'あ' * 1_000_000; print(f(s, [s]))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

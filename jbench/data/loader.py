@@ -94,11 +94,16 @@ def load_manifest(data_dir: Path) -> dict[str, ManifestEntry]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         default_madeup = bool(doc.get("madeup", False))
-        return {rel: ManifestEntry(sha256=e.get("sha256"), records=e.get("records"),
-                                   madeup=bool(e.get("madeup", default_madeup)),
-                                   description=str(e.get("description", "")))
-                for rel, e in doc["files"].items()}
-    except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as err:
+        entries = {rel: ManifestEntry(sha256=e.get("sha256"), records=e.get("records"),
+                                      madeup=bool(e.get("madeup", default_madeup)),
+                                      description=str(e.get("description", "")))
+                   for rel, e in doc["files"].items()}
+        for rel, e in entries.items():
+            if not (e.sha256 is None or isinstance(e.sha256, str)) or not (
+                    e.records is None or (isinstance(e.records, int) and not isinstance(e.records, bool))):
+                raise TypeError(f"{rel}: sha256 must be a string and records an integer")
+        return entries
+    except (OSError, ValueError, RecursionError, KeyError, AttributeError, TypeError) as err:
         raise DataError(f"invalid data manifest ({err})", where=str(path),
                         fix='expected {"description": str, "files": {"rel/path": {"sha256", "records", "madeup"}}}'
                         ) from err

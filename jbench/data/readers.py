@@ -84,6 +84,8 @@ def read_jsonl(data: bytes, where: str) -> list[Record]:
                                 fix=_fix_for(where)) from err
             raise DataError(f"not valid JSON ({err.msg} at column {err.colno})", where=loc,
                             fix=_fix_for(where)) from err
+        except (ValueError, RecursionError) as err:  # a number over the int-string limit, absurd nesting
+            raise DataError(f"unreadable JSON ({_json_limit(err)})", where=loc, fix=_fix_for(where)) from err
         if not isinstance(obj, dict):
             raise schema_error(loc, f"line holds a JSON {type(obj).__name__}, not an object", "one JSON object "
                                "per line")
@@ -96,13 +98,21 @@ def _load_json_document(data: bytes, where: str) -> Any:
     text = _decode(data, where)
     try:
         return json.loads(text)
-    except json.JSONDecodeError as err:
+    except (ValueError, RecursionError) as err:
+        if not isinstance(err, json.JSONDecodeError):
+            raise DataError(f"unreadable JSON ({_json_limit(err)})", where=where, fix=_fix_for(where)) from err
         loc = f"{where}:{err.lineno}:{err.colno}"
         stripped = text.rstrip()
         if err.pos >= len(stripped) or not stripped.endswith(("}", "]")):  # a document that stops mid-way
             raise DataError(f"file is truncated: JSON ends early ({err.msg})", where=loc,
                             fix=_fix_for(where)) from err
         raise DataError(f"not valid JSON ({err.msg})", where=loc, fix=_fix_for(where)) from err
+
+
+def _json_limit(err: Exception) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(";")[0]
 
 
 def read_parquet(data: bytes, where: str) -> list[Record]:
@@ -187,10 +197,15 @@ def read_label_conv(data: bytes, where: str) -> dict[str, str]:
     """JGLUE ``label_conv_review_id_list``: CSV ``review_id,new_label``."""
     text = _decode(data, where)
     conv: dict[str, str] = {}
-    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if len(row) != 2 or row[1] not in MARC_LABELS:
-            raise schema_error(f"{where}:{lineno}", f"row {row!r}", "`review_id,positive|negative`")
-        conv[row[0]] = row[1]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if len(row) != 2 or row[1] not in MARC_LABELS:
+                raise schema_error(f"{where}:{reader.line_num}", f"row {row!r:.80}", "`review_id,positive|negative`")
+            conv[row[0]] = row[1]
+    except csv.Error as err:
+        raise DataError(f"not a valid CSV file ({err})", where=f"{where}:{reader.line_num}",
+                        fix=_fix_for(where)) from err
     return conv
 
 
@@ -361,15 +376,16 @@ def _xwinograd_from_tsv(loc: str, row: list[str]) -> dict[str, str]:
     sentence = row[3]
     try:
         tokens, pronoun, candidates = json.loads(row[4]), json.loads(row[5]), json.loads(row[6])
-    except json.JSONDecodeError as err:
-        raise DataError(f"not valid JSON in a token/pronoun/candidate column ({err.msg})", where=loc,
+    except (ValueError, RecursionError) as err:
+        msg = err.msg if isinstance(err, json.JSONDecodeError) else _json_limit(err)
+        raise DataError(f"not valid JSON in a token/pronoun/candidate column ({msg})", where=loc,
                         fix=_fix_for(loc)) from err
     try:
         start, end = (int(x) for x in pronoun[1])
         cands = [(str(c[0]), bool(c[3])) for c in candidates]
         ok = (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens) and 0 <= start < end
               <= len(tokens) and len(cands) == 2 and sum(correct for _, correct in cands) == 1)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, LookupError, OverflowError):
         ok = False
     if not ok:
         raise schema_error(loc, "malformed tokens/pronoun/candidates", expected)
