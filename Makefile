@@ -63,6 +63,15 @@ check:
 	$(VENV)/bin/jbench check results/check-$(BASELINE) --baseline $(BASELINE) --mode stat \
 	  --report results/check-$(BASELINE)/check.md
 
+# Original vs quantized variants (no MODEL: the embedded tiny model, quantized by jbench itself, offline).
+compare:
+	$(VENV)/bin/jbench compare $(call opt,--model,$(MODEL)) --variants "$(VARIANTS)" $(call opt,--tasks,$(TASKS)) \
+	  $(call opt,--num-fewshot,$(SHOTS)) $(call opt,--limit,$(LIMIT)) $(call opt,--data-dir,$(DATA_DIR))
+
+# Speed vs lm-eval's hf backend on the same machine, model and requests (writes bench/RESULTS.md).
+bench:
+	$(PY) bench/run.py --model $(or $(MODEL),neox-100m) $(call opt,--tasks,$(TASKS)) $(call opt,--limit,$(LIMIT))
+
 test:
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
