@@ -477,15 +477,16 @@ def targets(rows: Sequence[dict[str, Any]], kind: str) -> list[str]:
             if r["speedup"] >= want:
                 lines.append(f"- {what}: speedup {r['speedup']:.2f}× ≥ {want:g}× — met")
             else:
-                lines.append(f"- {what}: speedup {r['speedup']:.2f}× < {want:g}× — MISSED by {want - r['speedup']:.2f}× "
-                             f"({100 * (1 - r['speedup'] / want):.0f}% short; CPU-time speedup "
-                             f"{r['speedup_cpu']:.2f}×)")
+                lines.append(f"- {what}: speedup {r['speedup']:.2f}× < {want:g}× — MISSED by "
+                             f"{want - r['speedup']:.2f}× ({100 * (1 - r['speedup'] / want):.0f}% short; CPU-time "
+                             f"speedup {r['speedup_cpu']:.2f}×)")
         verdict = "met" if r["tokens_ratio"] <= TARGET_TOKENS else \
             f"MISSED by {r['tokens_ratio'] - TARGET_TOKENS:.3f}"
         lines.append(f"- {r['key']}: tokens {r['tokens_run']} / minimum {r['min_tokens']} = {r['tokens_ratio']:.3f} "
                      f"(≤ {TARGET_TOKENS}) — {verdict}")
         pred = "identical" if r["mismatches"] == 0 else f"{r['mismatches']} of {r['compared']} DIFFER"
-        lines.append(f"- {r['key']}: predictions {pred} ({r['compared']} {'generations' if r['generation'] else 'argmaxes'})")
+        unit = "generations" if r["generation"] else "argmaxes"
+        lines.append(f"- {r['key']}: predictions {pred} ({r['compared']} {unit})")
     if kind != "neox-100m":
         lines.insert(0, "(the speedup targets are stated for the ~100M model; this run is on another model)")
     return lines
@@ -530,7 +531,8 @@ def write_report(path: Path, cmd: str, kind: str, model_dir: Path, rows: Sequenc
 
 Date: {settings['date']}  
 Command: `{cmd}`  
-Model: `{kind}` (`{model_dir}`; {settings['params'] / 1e6:.1f}M parameters, float32, max_length {settings['max_length']})  
+Model: `{kind}` (`{model_dir}`; {settings['params'] / 1e6:.1f}M parameters, float32, max_length \
+{settings['max_length']})  
 Machine: {m['cpu']} ({m['flags']}), {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), shared with other
 jobs (load average {m['load'][0]:.1f} at the start, {settings['load_end'][0]:.1f} at the end); Python {m['python']},
 torch {m['torch']}, {settings['threads']} torch thread(s) per process; lm-eval {settings['lm_eval']} `HFLM`

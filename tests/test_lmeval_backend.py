@@ -62,7 +62,8 @@ def _evaluate(lm_eval: Any, model: str, model_dir: Path, include: Path, tasks: l
     return lm_eval.simple_evaluate(
         model=model, model_args=f"pretrained={model_dir},dtype=float32{extra_args}", tasks=tasks,
         task_manager=TaskManager(include_path=str(include), include_defaults=False), limit=limit, batch_size=4,
-        device="cpu", log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=1234,
+        device="cpu", log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+        fewshot_random_seed=1234,
         bootstrap_iters=0)
 
 
@@ -108,8 +109,8 @@ _PLACES = ["公園", "学校", "図書館", "駅", "海", "山", "家", "店"]
 
 
 def _local_tasks(root: Path) -> Path:
-    """Four YAML tasks (one per lm-eval output type) over generated JSONL files with absolute paths (lm-eval resolves relative ones against the
-    CWD, not the YAML)."""
+    """Four YAML tasks (one per lm-eval output type) over generated JSONL files with absolute paths (lm-eval
+    resolves relative ones against the CWD, not the YAML)."""
     rows = []
     for i, s in enumerate(_SUBJECTS * 2):
         gold = i % 4
@@ -121,7 +122,7 @@ def _local_tasks(root: Path) -> Path:
     common = {"dataset_path": "json", "dataset_kwargs": {"data_files": {"train": str(train), "test": str(test)}},
               "training_split": "train", "test_split": "test", "fewshot_split": "train"}
     mc = {**common, "task": "jb_local_mc", "output_type": "multiple_choice", "num_fewshot": 2,
-          "doc_to_text": "質問：{{question}}\n答え： ",  # trailing space: _encode_pair moves it to the continuation
+          "doc_to_text": "質問：{{question}}\n答え： ",  # trailing space: _encode_pair moves it to the cont.
           "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}",
           "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                           {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]}
