@@ -481,8 +481,8 @@ def targets(rows: Sequence[dict[str, Any]], kind: str) -> list[str]:
                              f"{want - r['speedup']:.2f}× ({100 * (1 - r['speedup'] / want):.0f}% short; CPU-time "
                              f"speedup {r['speedup_cpu']:.2f}×)")
         verdict = "met" if r["tokens_ratio"] <= TARGET_TOKENS else \
-            f"MISSED by {r['tokens_ratio'] - TARGET_TOKENS:.3f}"
-        lines.append(f"- {r['key']}: tokens {r['tokens_run']} / minimum {r['min_tokens']} = {r['tokens_ratio']:.3f} "
+            f"MISSED by {r['tokens_ratio'] - TARGET_TOKENS:.4f}"
+        lines.append(f"- {r['key']}: tokens {r['tokens_run']} / minimum {r['min_tokens']} = {r['tokens_ratio']:.4f} "
                      f"(≤ {TARGET_TOKENS}) — {verdict}")
         pred = "identical" if r["mismatches"] == 0 else f"{r['mismatches']} of {r['compared']} DIFFER"
         unit = "generations" if r["generation"] else "argmaxes"

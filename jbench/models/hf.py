@@ -486,13 +486,12 @@ class HFScorer:
             items.append(_Item(i, tuple(inp), n_cont, targets))
         return items
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[float]:
-        """Sum of continuation log-probabilities per request, in request order."""
-        items = self._prepare(requests)
-        todo = [it for it in items if it.n_cont > 0]  # an empty continuation scores 0, as in the reference
+    def _score_items(self, todo: list[_Item], shape: tuple[int, ...]) -> torch.Tensor:
+        """Score ``todo`` into a float64 accumulator of ``shape`` (one row per item), shared-prefix or naive, with
+        the out-of-memory retry around the whole call."""
 
         def run() -> torch.Tensor:
-            sums = torch.zeros(len(items), dtype=torch.float64)
+            sums = torch.zeros(shape, dtype=torch.float64)
             with torch.inference_mode():
                 if self.prefix_sharing and self._shareable:
                     self._score_shared(todo, sums)
@@ -500,7 +499,14 @@ class HFScorer:
                     self._score_naive(todo, sums)
             return sums
 
-        return [float(x) for x in self._oom_retry(run)]
+        return self._oom_retry(run)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[float]:
+        """Sum of continuation log-probabilities per request, in request order."""
+        items = self._prepare(requests)
+        todo = [it for it in items if it.n_cont > 0]  # an empty continuation scores 0, as in the reference
+
+        return [float(x) for x in self._score_items(todo, (len(items),))]
 
     def _score_naive(self, items: Sequence[_Item], sums: torch.Tensor) -> None:
         """Reference path: one full right-padded sequence per request, longest first."""
@@ -823,16 +829,8 @@ class HFScorer:
             slot.append(unique[key])
         todo = [it for it in items if it.n_cont > 0]
 
-        def run() -> torch.Tensor:
-            sums = torch.zeros((len(items), 2), dtype=torch.float64)  # column 1: greedy misses (see _accumulate)
-            with torch.inference_mode():
-                if self.prefix_sharing and self._shareable:
-                    self._score_shared(todo, sums)
-                else:
-                    self._score_naive(todo, sums)
-            return sums
-
-        scored = [(float(ll), miss == 0) for ll, miss in self._oom_retry(run).tolist()]
+        # column 1 counts greedy misses (see _accumulate)
+        scored = [(float(ll), miss == 0) for ll, miss in self._score_items(todo, (len(items), 2)).tolist()]
         return [scored[k] for k in slot]
 
     def greedy_tokens(self, contexts: Sequence[Sequence[int]], caps: Sequence[int], *,
