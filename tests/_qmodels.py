@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+
+import pytest
 from pathlib import Path
 
 BUILD_VERSION = "3"
@@ -118,3 +120,22 @@ LL_PAIRS = [
     ("", "鳥は山で寝ます。"),
     ("学生は店で", "走ります。"),
 ]
+
+
+# -- shared by test_quantize.py and test_quantized.py: the requests, the model and its fp32 reference scores -------
+
+from jbench.models.base import LoglikelihoodRequest  # noqa: E402
+
+REQS = [LoglikelihoodRequest(c, x) for c, x in LL_PAIRS]
+
+
+@pytest.fixture(scope="module")
+def src() -> Path:
+    return tiny_llama256()
+
+
+@pytest.fixture(scope="module")
+def ref(src: Path) -> list[float]:
+    from jbench.models.hf import HFScorer
+
+    return HFScorer(src, use_fast=False).loglikelihood(REQS)

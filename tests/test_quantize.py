@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _qmodels import CORPUS, LL_PAIRS, tiny_llama256  # noqa: E402
+from _qmodels import CORPUS, LL_PAIRS, REQS, ref, src, tiny_llama256  # noqa: E402,F401 (fixtures)
 
 from jbench.errors import ModelError  # noqa: E402
 from jbench.models.base import GenerationRequest, LoglikelihoodRequest  # noqa: E402
 from jbench.models.load import ModelSpec  # noqa: E402
 from jbench.quantize import load_calibration, pack_calibration, quantize  # noqa: E402
 
-REQS = [LoglikelihoodRequest(c, x) for c, x in LL_PAIRS]
 
 
 # -- calibration -----------------------------------------------------------------------------------------------------
@@ -51,18 +50,6 @@ def test_pack_calibration_keeps_every_text() -> None:
 
 
 # -- GPTQ / AWQ --------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def src() -> Path:
-    return tiny_llama256()
-
-
-@pytest.fixture(scope="module")
-def ref(src: Path) -> list[float]:
-    from jbench.models.hf import HFScorer
-
-    return HFScorer(src, use_fast=False).loglikelihood(REQS)
 
 
 @pytest.fixture(scope="module")

@@ -13,25 +13,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _qmodels import LL_PAIRS, tiny_llama256  # noqa: E402
+from _qmodels import LL_PAIRS, REQS, ref, src, tiny_llama256  # noqa: E402,F401 (fixtures)
 
 from jbench.errors import BackendMissing, ModelError  # noqa: E402
 from jbench.models.base import LoglikelihoodRequest  # noqa: E402
 from jbench.models.load import ModelSpec  # noqa: E402
 
-REQS = [LoglikelihoodRequest(c, x) for c, x in LL_PAIRS]
-
-
-@pytest.fixture(scope="module")
-def src() -> Path:
-    return tiny_llama256()
-
-
-@pytest.fixture(scope="module")
-def ref(src: Path) -> list[float]:
-    from jbench.models.hf import HFScorer
-
-    return HFScorer(src, use_fast=False).loglikelihood(REQS)
 
 
 def _load(path: Path | str, variant: str, **extra):
