@@ -11,7 +11,7 @@ import torch
 
 from jbench.errors import ModelError
 from jbench.models.base import GenerationRequest, LoglikelihoodRequest, Scorer
-from jbench.models.hf import HFScorer, _Item, group_by_prefix, parse_dtype
+from jbench.models.hf import HFScorer, _Item, group_by_prefix, header_families, parse_dtype
 
 TOL = 1e-5
 
@@ -144,9 +144,46 @@ def test_prefix_sharing_runs_fewer_tokens(scorers: dict[str, HFScorer]) -> None:
         x.loglikelihood(reqs)
     items = naive._prepare(reqs)
     assert naive.tokens_processed == sum(len(it.inp) for it in items if it.n_cont)
-    assert packed.tokens_processed == kv.tokens_processed < 0.4 * naive.tokens_processed
+    assert kv.tokens_processed < 0.4 * naive.tokens_processed
     unique = {it.inp[:k] for it in items if it.n_cont for k in range(1, len(it.inp) + 1)}  # token-trie nodes
-    assert len(unique) <= packed.tokens_processed  # the minimum (a full token trie); groups share one level only
+    # kv shares within a document only; packed also runs the header the four documents share once
+    header = packed._header_sharing() and len(unique) <= packed.tokens_processed <= 1.15 * len(unique)
+    assert header and packed.tokens_processed < kv.tokens_processed, (len(unique), packed.tokens_processed)
+
+
+def test_header_families() -> None:
+    desc = tuple(range(100, 120))  # a 20-token "description" (>= MIN_HEADER)
+    rows = [desc + (1, 2), desc + (3,), desc + (1, 2, 4), (7, 8), desc[:10] + (9,), (7, 8, 9)]
+    fams = {tuple(idx): h for h, idx in header_families(rows, [len(r) + 5 for r in rows])}
+    assert fams == {(0, 1, 2): 20, (3, 4, 5): 0}  # (7, 8) shares only 2 tokens; desc[:10] is too short
+    assert header_families([desc, desc], [30, 30]) == [(20, [0, 1])]
+    assert header_families([desc], [30]) == [(0, [0])] and header_families([], []) == []
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", "qwen2"])
+def test_shared_header_across_documents(scorers: dict[str, HFScorer], arch: str) -> None:
+    """Many documents behind one long description: it runs once (loglikelihood and generation), scores still
+    match the oracle and generations the unbatched, header-less ones."""
+    s = scorers[arch]
+    desc = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
+    ctxs = [f"{desc}【{q}】{FEWSHOT if i % 2 else ''}質問：{q}はどこで歌を歌いますか？\n答え："
+            for i, q in enumerate(["猫", "犬", "学生", "東京の人", "先生"])]  # documents share only the description
+    reqs = [LoglikelihoodRequest(c, k) for c in ctxs for k in CHOICES[:3]]
+    h = len(s.tokenizer.encode(desc)) - 2
+    fast, kv = _with(s), _with(s, "kv")
+    got, kv_got = fast.loglikelihood(reqs), kv.loglikelihood(reqs)
+    assert fast._header_sharing() and h >= 16
+    assert kv.tokens_processed - fast.tokens_processed >= (len(ctxs) - 1) * h  # the header ran once, not 5 times
+    for r, a, b in zip(reqs, got, kv_got):
+        e = oracle_loglikelihood(s, r, s.max_length)
+        assert abs(a - e) <= TOL and abs(b - e) <= TOL
+    gens = [GenerationRequest(c, "\n", 6) for c in ctxs]
+    batched, single = _with(s), _with(s, batch_size=1)
+    one_by_one = [_with(s, batch_size=1, prefix_sharing=False).generate([g])[0] for g in gens]
+    assert batched.generate(gens) == single.generate(gens) == one_by_one
+    plain = _with(s, prefix_sharing=False)
+    plain.generate(gens)
+    assert plain.generated_tokens_processed - batched.generated_tokens_processed >= (len(ctxs) - 1) * h
 
 
 def test_group_by_prefix() -> None:
@@ -332,6 +369,7 @@ def test_huge_group_is_split_into_bounded_packed_rows(scorers: dict[str, HFScore
     base = scorers["gpt_neox"]
     reqs = [LoglikelihoodRequest("", f"{s}は{p}で寝ます。") for s in ["猫", "犬", "鳥", "先生"] for p in ["公園", "海", "山"]]
     s = _with(base, "packed")
+    s._header_sharing()  # the one-off probe runs before the spy
     widths: list[int] = []
     real_forward = s._forward
 

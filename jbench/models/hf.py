@@ -17,6 +17,11 @@ Why two paths:
   - ``kv`` (fallback, e.g. remote-code models that may ignore a 4-D mask): the prefixes run with a KV cache, the
     cache rows are expanded (index_select) to the members, whose suffixes then run in one batched forward.
 
+  In packed mode there is a second level: groups of *different* documents that start with the same header (the
+  task description / instruction, ~80 tokens for JCQA 0.3) form a family (:func:`header_families`); the header
+  runs once with a KV cache and the family's packed rows continue it. Generation prefills share headers the same
+  way. (``kv`` mode shares within a document only.)
+
   Logits are projected only at the positions that are scored (``logits_to_keep`` boolean mask, or 1-D positions on
   older transformers), and log-softmax is taken only there. Position ids are always explicit, so padding, packing
   and cache reuse cannot shift rotary positions.
@@ -59,6 +64,9 @@ CPU_TOKEN_CAP = 2048
 GPU_TOKEN_CAP = 65536
 #: longest packed row (prefix + member suffixes): its attention mask and scores grow with the square of it.
 PACKED_ROW_CAP = 4096
+#: a header (the tokens every prompt of a family starts with) shorter than this is not worth its own forward and
+#: the cache copies: it simply stays in each row.
+MIN_HEADER = 16
 
 #: generation-config fields the reference's ``model.generate`` would also have applied; we implement only
 #: ``repetition_penalty`` and warn about the rest.
@@ -212,6 +220,39 @@ def _solve_spans(adj: list[int], lens: list[int], lo: int, hi: int, depth: int) 
     return split_cost, spans
 
 
+@dataclass
+class _Header:
+    """Leading tokens shared by every row of a family of forwards, run once; rows attend to its KV cache."""
+
+    tokens: tuple[int, ...]
+    cache: Any
+
+
+def header_families(prefixes: Sequence[tuple[int, ...]], lens: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """Partition rows into ``(header length, row indices)`` families: the rows of a family all start with the same
+    ``header length`` tokens (their ``prefixes``, already cut where the row's first scored position begins), which
+    then run once for the whole family instead of once per row.
+
+    Why: a task's prompts share a description / instruction across documents (and, by chance, a first few-shot
+    example), but per-document grouping (:func:`group_by_prefix`) only shares within a document. The rows are sorted
+    and split by the same token-count rule as the groups (``lens`` = tokens each row would run); families of one row
+    or with a header under :data:`MIN_HEADER` tokens go, together, into a last family with no header (length 0)."""
+    order = sorted(range(len(prefixes)), key=lambda i: prefixes[i])
+    if not order:
+        return []
+    adj = [_lcp(prefixes[order[k]], prefixes[order[k + 1]]) for k in range(len(order) - 1)]
+    spans = _solve_spans(adj, [lens[i] for i in order], 0, len(order), 0)[1]
+    families, rest = [], []
+    for lo, hi, h in spans:
+        if hi - lo >= 2 and h >= MIN_HEADER:
+            families.append((h, sorted(order[lo:hi])))
+        else:
+            rest.extend(order[lo:hi])
+    if rest:
+        families.append((0, sorted(rest)))
+    return families
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the scorer
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,6 +302,7 @@ class HFScorer:
         self._accepts_logits_to_keep = _accepts_kwarg(model, "logits_to_keep")
         self._shareable = self._cache_is_plain()
         self._shared_mode: str | None = None  # "packed" or "kv", decided on first use
+        self._header_ok: bool | None = None  # rows may continue a shared header's KV cache (the packed probe says)
         gen_cfg = getattr(model, "generation_config", None)
         self.repetition_penalty = float(getattr(gen_cfg, "repetition_penalty", None) or 1.0)
         self._warn_generation_config(gen_cfg)
@@ -543,13 +585,21 @@ class HFScorer:
             start += n
 
     def _score_shared(self, items: Sequence[_Item], sums: torch.Tensor) -> None:
-        """Fast path: each group's prefix runs once (see the module docstring)."""
+        """Fast path: each group's prefix runs once (see the module docstring); in packed mode, the header that
+        groups of different documents share (:func:`header_families`) runs once per family too."""
         groups = group_by_prefix(items)
         if self._share_mode() == "packed":
             groups = [part for g in groups for part in _split_packed(g, PACKED_ROW_CAP)]
-            groups.sort(key=lambda g: -_packed_len(g))
-            for batch in self._packed_batches(groups):
-                self._run_packed(batch, sums)
+            if self._header_sharing():  # a header never reaches a scored position
+                cut = [g.prefix[: min(m.first_scored for m in g.members)] for g in groups]
+                families = header_families(cut, [_packed_len(g) for g in groups])
+            else:
+                families = [(0, list(range(len(groups))))]
+            for h, idx in families:
+                family = sorted((groups[i] for i in idx), key=lambda g: -_packed_len(g))
+                header = self._run_header(family[0].prefix[:h]) if h else None
+                for batch in self._packed_batches(family):
+                    self._run_packed(batch, sums, header)
         else:
             groups.sort(key=lambda g: -len(g.prefix))
             for batch in self._group_batches(groups):
@@ -568,27 +618,64 @@ class HFScorer:
         return self._shared_mode
 
     def _probe_packed(self) -> bool:
-        """Score a small two-member group packed and naively; a model that ignores the 4-D mask differs a lot."""
+        """Score a small two-member group packed (without and with a cached header) and naively; a model that
+        ignores the 4-D mask differs a lot. Sets ``_header_ok``; returns whether packed rows work at all."""
         vocab = int(getattr(self.config.get_text_config(decoder=True), "vocab_size", 8) or 8)
         pre = [(7 * i + 3) % vocab for i in range(6)]
         items = [_Item(0, tuple(pre + [5 % vocab, 9 % vocab, 11 % vocab]), 3, (9 % vocab, 11 % vocab, 13 % vocab)),
                  _Item(1, tuple(pre + [6 % vocab, 8 % vocab]), 2, (8 % vocab, 10 % vocab))]
-        counters = (self.tokens_processed, self.padded_tokens_processed, self.forward_calls)
-        packed, naive = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+        counters = (self.tokens_processed, self.padded_tokens_processed, self.generated_tokens_processed,
+                    self.forward_calls)
+        tol = 1e-3 if next(self.model.parameters()).dtype == torch.float32 else 5e-2
+        runs = {name: torch.zeros(2, dtype=torch.float64) for name in ("packed", "header", "naive")}
         try:
             with torch.inference_mode():
-                self._run_packed([_Group(tuple(pre), items)], packed)
-                self._score_naive(items, naive)
+                self._score_naive(items, runs["naive"])
+                self._run_packed([_Group(tuple(pre), items)], runs["packed"])
+                try:
+                    self._run_packed([_Group(tuple(pre), items)], runs["header"], self._run_header(tuple(pre[:3])))
+                    self._header_ok = bool((runs["header"] - runs["naive"]).abs().max() <= tol)
+                except Exception as err:  # noqa: BLE001 - any failure means: no shared header
+                    log.info("packed rows cannot continue a cached header (%s)", err)
+                    self._header_ok = False
         except Exception as err:  # noqa: BLE001 - any failure means: do not use packed rows
             log.info("packed prefix sharing unavailable (%s); using KV-cache expansion", err)
+            self._header_ok = False
             return False
         finally:
-            self.tokens_processed, self.padded_tokens_processed, self.forward_calls = counters
-        tol = 1e-3 if next(self.model.parameters()).dtype == torch.float32 else 5e-2
-        ok = bool((packed - naive).abs().max() <= tol)
+            (self.tokens_processed, self.padded_tokens_processed, self.generated_tokens_processed,
+             self.forward_calls) = counters
+        ok = bool((runs["packed"] - runs["naive"]).abs().max() <= tol)
+        self._header_ok = bool(self._header_ok) and ok
         if not ok:
             log.info("packed prefix sharing disagrees with the naive path on a probe; using KV-cache expansion")
         return ok
+
+    def _header_sharing(self) -> bool:
+        """Whether rows may continue a shared header's cache: prefix sharing is on, rows are packed, and the probe
+        showed that a row continuing a cached header scores as the naive path does."""
+        if not (self.prefix_sharing and self._shareable) or self._share_mode() != "packed":
+            return False
+        if self._header_ok is None:
+            self._probe_packed()
+        return bool(self._header_ok)
+
+    def _run_header(self, tokens: tuple[int, ...], generation: bool = False) -> _Header:
+        """Run a shared header once (positions ``0 .. h-1``) and keep its KV cache for the rows that continue it."""
+        h = len(tokens)
+        _, cache = self._forward(torch.tensor([tokens], dtype=torch.long), torch.ones(1, h, dtype=torch.long),
+                                 torch.arange(h)[None], 1, use_cache=True)
+        if generation:
+            self.generated_tokens_processed += h
+        else:
+            self.tokens_processed += h
+            self.padded_tokens_processed += h
+        return _Header(tuple(tokens), cache)
+
+    def _header_past(self, header: _Header, rows: int) -> Callable[[], Any]:
+        """The header's cache repeated for ``rows`` rows, built fresh on each call (a retry gets an unmutated one)."""
+        sel = torch.zeros(rows, dtype=torch.long, device=self.device)
+        return lambda: _select_cache(header.cache, sel)
 
     def _packed_batches(self, groups: list[_Group]) -> Iterator[list[_Group]]:
         start = 0
@@ -597,16 +684,18 @@ class HFScorer:
             yield groups[start : start + n]
             start += n
 
-    def _run_packed(self, groups: list[_Group], sums: torch.Tensor) -> None:
+    def _run_packed(self, groups: list[_Group], sums: torch.Tensor, header: _Header | None = None) -> None:
         """One forward: row = group prefix followed by each member suffix; a suffix token sees the prefix and its
-        own earlier tokens only, at position ids continuing the prefix."""
+        own earlier tokens only, at position ids continuing the prefix. With a ``header`` (the first ``h`` tokens of
+        every prefix, already run), rows hold ``prefix[h:]`` onwards and every token also sees the header's cache."""
+        h = len(header.tokens) if header else 0
         rows, segs, poss = [], [], []
-        places: list[tuple[int, _Item, int]] = []  # (row, item, packed index of the item's position 0 ... offset)
+        places: list[tuple[int, _Item, int]] = []  # (row, item, row index of member position j >= p, minus j)
         for r, g in enumerate(groups):
             p = len(g.prefix)
-            toks, seg, pos = list(g.prefix), [0] * p, list(range(p))
+            toks, seg, pos = list(g.prefix[h:]), [0] * (p - h), list(range(h, p))
             for m in g.members:
-                places.append((r, m, len(toks) - p))  # member position j >= p sits at packed index j + offset
+                places.append((r, m, len(toks) - p))  # member position j >= p sits at row index j + offset
                 if len(m.inp) > p:
                     sid = len(places)
                     toks.extend(m.inp[p:])
@@ -628,21 +717,27 @@ class HFScorer:
         causal = torch.ones(width, width, dtype=torch.bool).tril()
         visible = (seg_t[:, :, None] == seg_t[:, None, :]) | (seg_t == 0)[:, None, :]
         mask = (causal & visible)[:, None]  # (B, 1, q, kv); the diagonal keeps pad rows from being all-masked
+        if header:  # every token sees the whole header
+            mask = torch.cat([torch.ones(len(rows), 1, width, h, dtype=torch.bool), mask], dim=3)
         if getattr(self.config, "_attn_implementation", None) == "eager":
             dtype = next(self.model.parameters()).dtype
             mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
-        # scored positions: member position j (first_scored <= j < L) -> packed index j (prefix) or j + offset
+        # scored positions: member position j (first_scored <= j < L) -> row index j - h (prefix) or j + offset
         r_idx, c_idx, targets, owners = [], [], [], []
         for r, m, offset in places:
             p = len(groups[r].prefix)
             for j in range(m.first_scored, len(m.inp)):
                 r_idx.append(r)
-                c_idx.append(j if j < p else j + offset)
+                c_idx.append(j - h if j < p else j + offset)
                 targets.append(m.targets[j - m.first_scored])
                 owners.append(m.index)
         keep = torch.zeros_like(ids, dtype=torch.bool)
         keep[r_idx, c_idx] = True
-        logits, _ = self._forward(ids, mask, pos_t, keep)
+        if header:
+            logits, _ = self._forward(ids, mask, pos_t, keep, past=self._header_past(header, len(rows)),
+                                      use_cache=True)
+        else:
+            logits, _ = self._forward(ids, mask, pos_t, keep)
         self._accumulate(sums, logits, keep, r_idx, c_idx, targets, owners)
         self.tokens_processed += int(real.sum())
         self.padded_tokens_processed += ids.numel()
@@ -726,25 +821,7 @@ class HFScorer:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Greedy continuation of each context, cut at the first ``until``; in request order."""
-        prepared = [self._gen_prepare(r) for r in requests]
-        order = sorted((i for i in range(len(requests)) if prepared[i][2] > 0), key=lambda i: -len(prepared[i][0]))
-
-        def run() -> list[list[int]]:
-            outputs: list[list[int]] = [[] for _ in requests]
-            start = 0
-            with torch.inference_mode():
-                while start < len(order):
-                    first = prepared[order[start]]
-                    total = len(first[0]) + first[2]
-                    n = min(self._rows_limit(total), len(order) - start)
-                    chunk = order[start : start + n]
-                    start += n
-                    new = self._greedy([prepared[i] for i in chunk])
-                    for i, toks in zip(chunk, new):
-                        outputs[i] = toks
-            return outputs
-
-        outputs = self._oom_retry(run)
+        outputs = self._generate_rows([self._gen_prepare(r) for r in requests])
         texts = []
         for req, toks in zip(requests, outputs):
             s = self.tokenizer.decode(toks) if toks else ""
@@ -759,19 +836,59 @@ class HFScorer:
         score = torch.where(score < 0, score * self.repetition_penalty, score / self.repetition_penalty)
         return logits.scatter(1, idx, score)
 
+    def _generate_rows(self, rows: list[tuple[list[int], int | None, int]],
+                       done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+        """Greedy new tokens for each ``(context ids, stop id, cap)`` row, in row order (cap 0: none).
+
+        Contexts that start with the same header (:func:`header_families`; e.g. a task's description) share one run
+        of it; within a family, rows run longest first in left-padded batches sized by :meth:`_rows_limit`.
+        ``done(row index, its new tokens)`` may stop a row early."""
+        order = [i for i in range(len(rows)) if rows[i][2] > 0]
+        if self._header_sharing():  # the last context token stays in the row (its logits start the generation)
+            families = [(h, [order[k] for k in idx]) for h, idx in
+                        header_families([tuple(rows[i][0][:-1]) for i in order], [len(rows[i][0]) for i in order])]
+        else:
+            families = [(0, order)]
+
+        def run() -> list[list[int]]:
+            outputs: list[list[int]] = [[] for _ in rows]
+            with torch.inference_mode():
+                for h, idx in families:
+                    idx = sorted(idx, key=lambda i: -len(rows[i][0]))
+                    header = self._run_header(tuple(rows[idx[0]][0][:h]), generation=True) if h else None
+                    start = 0
+                    while start < len(idx):
+                        first = rows[idx[start]]
+                        n = min(self._rows_limit(len(first[0]) + first[2]), len(idx) - start)
+                        chunk = idx[start : start + n]
+                        start += n
+                        row_done = None if done is None else (lambda a, toks, chunk=chunk: done(chunk[a], toks))
+                        for i, toks in zip(chunk, self._greedy([rows[i] for i in chunk], row_done, header)):
+                            outputs[i] = toks
+            return outputs
+
+        return self._oom_retry(run)
+
     def _greedy(self, rows: list[tuple[list[int], int | None, int]],
-                done: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+                done: Callable[[int, list[int]], bool] | None = None,
+                header: _Header | None = None) -> list[list[int]]:
         """Batched greedy decoding with left padding; each row stops on its stop id, its cap, or once
-        ``done(row, its new tokens)`` is true (used by :meth:`greedy_tokens`)."""
-        width = max(len(c) for c, _, _ in rows)
+        ``done(row, its new tokens)`` is true. With a ``header`` (the first ``h`` tokens of every context, already
+        run), only ``context[h:]`` is prefilled, left-padded after the header's cache."""
+        h = len(header.tokens) if header else 0
+        width = max(len(c) for c, _, _ in rows) - h
         ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         attn = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (c, _, _) in enumerate(rows):
-            ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
-            attn[i, width - len(c):] = 1
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = self._forward(ids, attn, pos, 1, use_cache=True)
+            ids[i, width - len(c) + h:] = torch.tensor(c[h:], dtype=torch.long)
+            attn[i, width - len(c) + h:] = 1
+        pos = h + (attn.cumsum(-1) - 1).clamp(min=0)
         self.generated_tokens_processed += int(attn.sum())
+        if header:
+            attn = torch.cat([torch.ones((len(rows), h), dtype=attn.dtype), attn], dim=1)
+            logits, cache = self._forward(ids, attn, pos, 1, past=self._header_past(header, len(rows)), use_cache=True)
+        else:
+            logits, cache = self._forward(ids, attn, pos, 1, use_cache=True)
         out: list[list[int]] = [[] for _ in rows]
         seen = [list(c) for c, _, _ in rows] if self.repetition_penalty != 1.0 else []
         active = list(range(len(rows)))
@@ -840,24 +957,7 @@ class HFScorer:
         Finished rows leave the batch (no compute is spent on them)."""
         if any(len(c) == 0 for c in contexts):
             raise ModelError("greedy_tokens needs a non-empty context for every row")
-        order = sorted((i for i in range(len(contexts)) if caps[i] > 0), key=lambda i: -len(contexts[i]))
-
-        def run() -> list[list[int]]:
-            outputs: list[list[int]] = [[] for _ in contexts]
-            start = 0
-            with torch.inference_mode():
-                while start < len(order):
-                    first = order[start]
-                    n = min(self._rows_limit(len(contexts[first]) + int(caps[first])), len(order) - start)
-                    chunk = order[start : start + n]
-                    start += n
-                    rows = [(list(contexts[i]), None, int(caps[i])) for i in chunk]
-                    row_done = None if done is None else (lambda a, toks, chunk=chunk: done(chunk[a], toks))
-                    for i, toks in zip(chunk, self._greedy(rows, row_done)):
-                        outputs[i] = toks
-            return outputs
-
-        return self._oom_retry(run)
+        return self._generate_rows([(list(c), None, int(cap)) for c, cap in zip(contexts, caps)], done)
 
 
 def load_variant(path: str, spec: Any, *, use_fast: bool | None = None) -> HFScorer:
