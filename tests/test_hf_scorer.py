@@ -151,6 +151,32 @@ def test_prefix_sharing_runs_fewer_tokens(scorers: dict[str, HFScorer]) -> None:
     assert header and packed.tokens_processed < kv.tokens_processed, (len(unique), packed.tokens_processed)
 
 
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_short_groups_share_packed_rows(scorers: dict[str, HFScorer], arch: str) -> None:
+    """One long group sets the row width; XWinograd-style pairs fill rows beside each other instead of each
+    padding a row of its own, never seeing each other's tokens."""
+    s = _with(scorers[arch], "packed")
+    long_ctx = f"以下は質問です。\n\n{FEWSHOT}質問：猫はどこで歌を歌いますか？\n答え："
+    reqs = [LoglikelihoodRequest(long_ctx, c) for c in CHOICES]
+    reqs += [LoglikelihoodRequest("", f"{who}は{where}で{what}。") for who in ["太郎", "猫", "先生"]
+             for where in ["公園", "学校"] for what in ["本を読みます", "寝ます"]]
+    rows_seen: list[list[int]] = []
+    real_run = s._run_packed
+
+    def spy(rows: list, *a: object, **kw: object) -> None:
+        rows_seen.extend([len(r) for r in rows] for _ in [0])
+        real_run(rows, *a, **kw)
+
+    s._header_sharing()  # the probe runs before the spy
+    s._run_packed = spy  # type: ignore[method-assign]
+    got = s.loglikelihood(reqs)
+    assert any(n >= 2 for forward in rows_seen for n in forward)  # some row holds several groups
+    n_groups, n_rows = sum(map(sum, rows_seen)), sum(map(len, rows_seen))
+    assert n_groups >= 4 and n_rows <= n_groups // 2, rows_seen  # one row per group would pad each to the width
+    for r, g in zip(reqs, got):
+        assert abs(g - oracle_loglikelihood(s, r, s.max_length)) <= TOL
+
+
 def test_header_families() -> None:
     desc = tuple(range(100, 120))  # a 20-token "description" (>= MIN_HEADER)
     rows = [desc + (1, 2), desc + (3,), desc + (1, 2, 4), (7, 8), desc[:10] + (9,), (7, 8, 9)]

@@ -64,6 +64,10 @@ CPU_TOKEN_CAP = 2048
 GPU_TOKEN_CAP = 65536
 #: longest packed row (prefix + member suffixes): its attention mask and scores grow with the square of it.
 PACKED_ROW_CAP = 4096
+#: packed rows are at least this wide, so that several short groups (XWinograd's sentence pairs) fill one row
+#: instead of each padding a row to the longest group's width; attention over a row this wide is cheap next to
+#: the linear layers, whose cost is per token, padding included.
+PACKED_ROW_MIN = 256
 #: a header (the tokens every prompt of a family starts with) shorter than this is not worth its own forward and
 #: the cache copies: it simply stays in each row.
 MIN_HEADER = 16
@@ -598,7 +602,7 @@ class HFScorer:
             for h, idx in families:
                 family = sorted((groups[i] for i in idx), key=lambda g: -_packed_len(g))
                 header = self._run_header(family[0].prefix[:h]) if h else None
-                for batch in self._packed_batches(family):
+                for batch in self._packed_batches(family, h):
                     self._run_packed(batch, sums, header)
         else:
             groups.sort(key=lambda g: -len(g.prefix))
@@ -631,9 +635,10 @@ class HFScorer:
         try:
             with torch.inference_mode():
                 self._score_naive(items, runs["naive"])
-                self._run_packed([_Group(tuple(pre), items)], runs["packed"])
+                self._run_packed([[_Group(tuple(pre), items)]], runs["packed"])
                 try:
-                    self._run_packed([_Group(tuple(pre), items)], runs["header"], self._run_header(tuple(pre[:3])))
+                    self._run_packed([[_Group(tuple(pre), items)]], runs["header"],
+                                     self._run_header(tuple(pre[:3])))
                     self._header_ok = bool((runs["header"] - runs["naive"]).abs().max() <= tol)
                 except Exception as err:  # noqa: BLE001 - any failure means: no shared header
                     log.info("packed rows cannot continue a cached header (%s)", err)
@@ -677,58 +682,92 @@ class HFScorer:
         sel = torch.zeros(rows, dtype=torch.long, device=self.device)
         return lambda: _select_cache(header.cache, sel)
 
-    def _packed_batches(self, groups: list[_Group]) -> Iterator[list[_Group]]:
+    def _packed_batches(self, groups: list[_Group], h: int = 0) -> Iterator[list[list[_Group]]]:
+        """Forwards of packed rows, each row a list of groups. Groups come longest first; the first one of a forward
+        sets the row width (at least :data:`PACKED_ROW_MIN`) and each later group goes into the first row with room
+        left (first-fit decreasing), so short groups share a row instead of each padding one to the width
+        (XWinograd's sentence pairs, the short documents of a task). A forward closes at the rows limit. ``h``:
+        tokens of a shared header (not in the rows)."""
         start = 0
         while start < len(groups):
-            n = min(self._rows_limit(_packed_len(groups[start])), len(groups) - start)
-            yield groups[start : start + n]
-            start += n
+            width = max(_packed_len(groups[start]) - h, min(PACKED_ROW_MIN, PACKED_ROW_CAP))
+            limit = self._rows_limit(width, width + h)
+            rows: list[list[_Group]] = []
+            room: list[int] = []
+            i = start
+            while i < len(groups):
+                need = _packed_len(groups[i]) - h
+                slot = next((k for k, left in enumerate(room) if left >= need), None)
+                if slot is None:
+                    if len(rows) == limit:
+                        break
+                    rows.append([])
+                    room.append(width)
+                    slot = len(rows) - 1
+                rows[slot].append(groups[i])
+                room[slot] -= need
+                i += 1
+            yield rows
+            start = i
 
-    def _run_packed(self, groups: list[_Group], sums: torch.Tensor, header: _Header | None = None) -> None:
-        """One forward: row = group prefix followed by each member suffix; a suffix token sees the prefix and its
-        own earlier tokens only, at position ids continuing the prefix. With a ``header`` (the first ``h`` tokens of
-        every prefix, already run), rows hold ``prefix[h:]`` onwards and every token also sees the header's cache."""
+    def _run_packed(self, rows: list[list[_Group]], sums: torch.Tensor, header: _Header | None = None) -> None:
+        """One forward of packed rows. A group packs as its prefix followed by each member's suffix; a suffix token
+        sees its group's prefix and its own earlier tokens only, at position ids continuing the prefix; groups that
+        share a row never see each other. With a ``header`` (the first ``h`` tokens of every prefix, already run),
+        groups hold ``prefix[h:]`` onwards and every token also sees the header's cache."""
         h = len(header.tokens) if header else 0
-        rows, segs, poss = [], [], []
-        places: list[tuple[int, _Item, int]] = []  # (row, item, row index of member position j >= p, minus j)
-        for r, g in enumerate(groups):
-            p = len(g.prefix)
-            toks, seg, pos = list(g.prefix[h:]), [0] * (p - h), list(range(h, p))
-            for m in g.members:
-                places.append((r, m, len(toks) - p))  # member position j >= p sits at row index j + offset
-                if len(m.inp) > p:
-                    sid = len(places)
-                    toks.extend(m.inp[p:])
-                    seg.extend([sid] * (len(m.inp) - p))
-                    pos.extend(range(p, len(m.inp)))
-            rows.append(toks)
-            segs.append(seg)
-            poss.append(pos)
-        width = max(len(t) for t in rows)
+        packed: list[tuple[list[int], list[int], list[int], list[int]]] = []  # per row: tokens, group, segment, pos
+        places: list[tuple[int, int, _Item, int, int]] = []  # (row, prefix length p, item, prefix base, offset)
+        n_seg = 0
+        for r, row in enumerate(rows):
+            toks: list[int] = []
+            grp: list[int] = []
+            seg: list[int] = []
+            pos: list[int] = []
+            for g in row:
+                n_seg += 1
+                gid, p = n_seg, len(g.prefix)
+                base = len(toks) - h  # prefix position j (h <= j < p) sits at row index base + j
+                toks.extend(g.prefix[h:])
+                grp.extend([gid] * (p - h))
+                seg.extend([0] * (p - h))
+                pos.extend(range(h, p))
+                for m in g.members:
+                    places.append((r, p, m, base, len(toks) - p))  # member position j >= p sits at j + offset
+                    if len(m.inp) > p:
+                        n_seg += 1
+                        toks.extend(m.inp[p:])
+                        grp.extend([gid] * (len(m.inp) - p))
+                        seg.extend([n_seg] * (len(m.inp) - p))
+                        pos.extend(range(p, len(m.inp)))
+            packed.append((toks, grp, seg, pos))
+        width = max(len(t) for t, _, _, _ in packed)
         ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-        seg_t = torch.full((len(rows), width), -1, dtype=torch.long)
+        grp_t = torch.full((len(rows), width), -1, dtype=torch.long)
+        seg_t = torch.zeros((len(rows), width), dtype=torch.long)
         pos_t = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (t, sg, ps) in enumerate(zip(rows, segs, poss)):
+        for r, (t, gr, sg, ps) in enumerate(packed):
             ids[r, : len(t)] = torch.tensor(t)
+            grp_t[r, : len(t)] = torch.tensor(gr)
             seg_t[r, : len(t)] = torch.tensor(sg)
             pos_t[r, : len(t)] = torch.tensor(ps)
-        real = seg_t >= 0
-        seg_t[~real] = -2 - torch.arange(int((~real).sum()))  # every pad token is its own segment
+        real = grp_t >= 0
+        grp_t[~real] = -2 - torch.arange(int((~real).sum()))  # every pad token is its own group: it sees itself only
         causal = torch.ones(width, width, dtype=torch.bool).tril()
-        visible = (seg_t[:, :, None] == seg_t[:, None, :]) | (seg_t == 0)[:, None, :]
+        same_group = grp_t[:, :, None] == grp_t[:, None, :]
+        visible = same_group & ((seg_t == 0)[:, None, :] | (seg_t[:, :, None] == seg_t[:, None, :]))
         mask = (causal & visible)[:, None]  # (B, 1, q, kv); the diagonal keeps pad rows from being all-masked
         if header:  # every token sees the whole header
             mask = torch.cat([torch.ones(len(rows), 1, width, h, dtype=torch.bool), mask], dim=3)
         if getattr(self.config, "_attn_implementation", None) == "eager":
             dtype = next(self.model.parameters()).dtype
             mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
-        # scored positions: member position j (first_scored <= j < L) -> row index j - h (prefix) or j + offset
+        # scored positions: member position j (first_scored <= j < L) -> row index base + j (prefix) or j + offset
         r_idx, c_idx, targets, owners = [], [], [], []
-        for r, m, offset in places:
-            p = len(groups[r].prefix)
+        for r, p, m, base, offset in places:
             for j in range(m.first_scored, len(m.inp)):
                 r_idx.append(r)
-                c_idx.append(j - h if j < p else j + offset)
+                c_idx.append(base + j if j < p else j + offset)
                 targets.append(m.targets[j - m.first_scored])
                 owners.append(m.index)
         keep = torch.zeros_like(ids, dtype=torch.bool)
