@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jbench.errors import JBenchError, TaskError
+from jbench.errors import InputErrors, JBenchError, TaskError
 
 app = typer.Typer(
     help="jbench: Japanese LLM benchmarks with the exact semantics of the reference JP harness (JP-stable), "
@@ -51,8 +51,11 @@ def _split_csv(value: str | None) -> list[str]:
 def _shots(value: str | None, n_tasks: int, defaults: list[int]) -> list[int]:
     if not value:
         return defaults
+    parts = [v.strip() for v in value.split(",")]
     try:
-        shots = [int(v) for v in _split_csv(value)]
+        if any(p == "" for p in parts):
+            raise ValueError("empty item")
+        shots = [int(v) for v in parts]
     except ValueError as err:
         raise TaskError(f"--num-fewshot must be integers separated by commas, got {value!r}",
                         where=f"--num-fewshot {value}", fix="e.g. --num-fewshot 3,3,3,2,1,0 or --num-fewshot 0"
@@ -64,6 +67,12 @@ def _shots(value: str | None, n_tasks: int, defaults: list[int]) -> list[int]:
                         where=f"--num-fewshot {value}",
                         fix="give one value for every task (in the same order) or a single value for all")
     return shots
+
+
+def _merge_repeated(values: list[str] | None) -> str | None:
+    """A repeatable comma-separated option (``--tasks a --tasks b,c``) as one comma-separated value."""
+    items = [v for value in values or [] for v in _split_csv(value)]
+    return ",".join(items) if items else None
 
 
 def _data_dir(explicit: Path | None, tiny: bool) -> Path:
@@ -95,6 +104,9 @@ def prompts_cmd(
         "--model", help="Tokenizer (model path or hub id) for generation caps and prompt fitting.")] = None,
     use_fast: Annotated[Optional[bool], typer.Option("--use-fast/--no-use-fast")] = None,
     data_dir: DataDirOpt = None,
+    allow_data_mismatch: Annotated[bool, typer.Option(
+        "--allow-data-mismatch", help="Build requests even if a data file fails its checksum (as for eval).")]
+    = False,
 ) -> None:
     """Print one JSON object per request (and nothing else on stdout): the fidelity interface.
 
@@ -117,9 +129,17 @@ def prompts_cmd(
                              else use_fast)
         encode = tok.encode
         max_length = _model_max_length(resolve_model_path(mspec))
+    from jbench.runner import RunPlan
+    from jbench.validate import check_limit, check_tasks_data
+
     ddir = _data_dir(data_dir, tiny=model in (None, "tiny"))
-    val = load_split(spec.dataset, "validation", ddir)
-    train = load_split(spec.dataset, "train", ddir).docs if k > 0 else None
+    probe = RunPlan(model={}, tasks=[spec.name], num_fewshot=[k], data_dir=str(ddir), limit=_limit(limit),
+                    allow_data_mismatch=allow_data_mismatch)
+    problems = check_limit(limit) + check_tasks_data(probe)
+    if problems:
+        raise InputErrors(problems)
+    val = load_split(spec.dataset, "validation", ddir, allow_mismatch=allow_data_mismatch)
+    train = load_split(spec.dataset, "train", ddir, allow_mismatch=allow_data_mismatch).docs if k > 0 else None
     for inst in build_instances(spec, val.docs, train, k, limit=_limit(limit), encode=encode, max_length=max_length):
         sys.stdout.write(json.dumps(inst.to_json(), ensure_ascii=False) + "\n")
 
@@ -164,29 +184,34 @@ def data_cmd(
 @app.command("eval")
 def eval_cmd(
     model: ModelOpt = None,
-    tasks: Annotated[Optional[str], typer.Option(
-        "--tasks", "-t", help="Comma-separated task or family names (default: the 6-task suite "
-                              "jcommonsenseqa,jnli,marc_ja,jsquad,jaqket_v2,xwinograd_ja).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option(
+        "--tasks", "-t", help="Comma-separated task or family names; repeatable (the lists are joined). Default: "
+                              "the 6-task suite jcommonsenseqa,jnli,marc_ja,jsquad,jaqket_v2,xwinograd_ja.")] = None,
     num_fewshot: Annotated[Optional[str], typer.Option(
         "--num-fewshot", help="Shots per task, comma-separated in task order, or one value for all "
                               "(default: 3,3,3,2,1,0 for the suite, else each task's default).")] = None,
     prompt_version: Annotated[Optional[str], typer.Option(
         "--prompt-version", "-p", help="Prompt version for family names (e.g. 0.3). Default: the model preset's, "
-                                       f"else {FALLBACK_PROMPT_VERSION}.")] = None,
+                                       f"else {FALLBACK_PROMPT_VERSION}. A full task name (jnli-1.3-0.4) "
+                                       "already names its prompt version.")] = None,
     limit: LimitOpt = None,
     variant: Annotated[Optional[str], typer.Option(
         "--variant", help="fp32, fp16, bf16, auto (the checkpoint's dtype) or a quantized variant (see README). "
                           "Default: the model preset's dtype.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Default: chosen from free memory.")]
-    = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help="Requests per forward pass. Default: automatic (the scorer packs rows by token "
+                             "count and halves the batch on out-of-memory).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu (default), cuda, cuda:1, mps.")] = None,
     use_fast: Annotated[Optional[bool], typer.Option("--use-fast/--no-use-fast", help="Tokenizer choice; "
                                                      "--no-use-fast gives true sentencepiece ids.")] = None,
     trust_remote_code: Annotated[Optional[bool], typer.Option(
         "--trust-remote-code/--no-trust-remote-code", help="Default: the model preset's.")] = None,
     data_dir: DataDirOpt = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where runs are stored.")] = Path("results"),
-    run_name: Annotated[Optional[str], typer.Option("--run-name", help="Default: <model>-<variant>.")] = None,
+    run_name: Annotated[Optional[str], typer.Option(
+        "--run-name", help="A plain name under --output-dir. Default: <model>-<variant> (plus a short hash of the "
+                           "path for local models, so two models with the same folder name never share a run).")]
+    = None,
     allow_data_mismatch: Annotated[bool, typer.Option(
         "--allow-data-mismatch", help="Evaluate even if a data file fails its checksum (recorded in results).")]
     = False,
@@ -196,8 +221,11 @@ def eval_cmd(
     resume: Annotated[Optional[str], typer.Option("--resume", help="Resume a stored run (directory or name): "
                                                   "same model, tasks and settings, cached answers reused.")]
     = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved preset, tasks, shots and prompt "
-                                          "versions, then stop (no weights are loaded).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate everything (tasks, shots, limit, device, "
+                                          "variant, data files, output dir), print the resolved preset, tasks, "
+                                          "shots and prompt versions, then stop (no weights are loaded).")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another jbench process holds the run directory, wait "
+                                       "for it instead of exiting with an error.")] = False,
     suite: Annotated[Optional[str], typer.Option(
         "--suite", help="ja_leaderboard: run lm-eval's own japanese_leaderboard tasks (EleutherAI prompts and "
                         "metrics, 0-1 scale) through lm_eval.simple_evaluate on the same local data files.")] = None,
@@ -205,42 +233,70 @@ def eval_cmd(
     """Evaluate a model on tasks; writes results/<run>/ and prints the card table and the averages.
 
     Every answer is cached in results/<run>/cache.sqlite as it is computed: rerunning the same command (or
-    `--resume RUN`) after a crash or Ctrl-C continues where it stopped and gives identical numbers.
+    `--resume RUN`) after a crash or Ctrl-C continues where it stopped and gives identical numbers. Everything is
+    validated before the model loads; one process at a time holds a run directory; the previous results of the run
+    are replaced only when the new run is complete.
     """
-    from jbench.models.load import ModelSpec
     from jbench.runner import RunPlan
     from jbench.tasks import resolve_task
+    from jbench.validate import validate_plan
 
+    task_list = _merge_repeated(tasks)
     if suite is not None:
-        _run_suite(suite, model=model, tasks=tasks, num_fewshot=num_fewshot, prompt_version=prompt_version,
+        _run_suite(suite, model=model, tasks=task_list, num_fewshot=num_fewshot, prompt_version=prompt_version,
                    limit=limit, variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
                    trust_remote_code=trust_remote_code, data_dir=data_dir, output_dir=output_dir,
                    run_name=run_name, allow_data_mismatch=allow_data_mismatch)
         return
     if resume is not None:
+        given = {"--model": model, "--tasks": task_list, "--num-fewshot": num_fewshot,
+                 "--prompt-version": prompt_version, "--limit": limit, "--variant": variant,
+                 "--batch-size": batch_size, "--device": device, "--use-fast/--no-use-fast": use_fast,
+                 "--trust-remote-code": trust_remote_code, "--data-dir": data_dir, "--run-name": run_name,
+                 "--allow-data-mismatch": allow_data_mismatch or None}
+        clash = [k for k, v in given.items() if v is not None]
+        if clash:
+            raise TaskError(f"--resume redoes the stored run exactly, so {', '.join(clash)} cannot apply",
+                            where=f"--resume {resume}",
+                            fix="drop those options to resume, or start a new run (another --run-name) with them")
         from jbench.results import resolve_run_dir
 
         run_dir = resolve_run_dir(resume, output_dir)
         plan = RunPlan.load(run_dir)
+        validate_plan(plan, run_dir)
     else:
-        plan = make_plan(model=model, tasks=tasks, num_fewshot=num_fewshot, prompt_version=prompt_version,
-                         limit=limit, variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
-                         trust_remote_code=trust_remote_code, data_dir=data_dir,
-                         allow_data_mismatch=allow_data_mismatch, need_data=not dry_run)
-        spec = ModelSpec(**plan.model)
-        run_dir = output_dir / (run_name or spec.slug())
+        plan, problems = resolve_plan(model=model, tasks=task_list, num_fewshot=num_fewshot,
+                                   prompt_version=prompt_version, limit=limit, variant=variant, batch_size=batch_size,
+                                   device=device, use_fast=use_fast, trust_remote_code=trust_remote_code,
+                                   data_dir=data_dir, allow_data_mismatch=allow_data_mismatch)
+        run_dir, name_problems = _run_dir(output_dir, run_name, plan)
+        validate_plan(plan, run_dir, problems=problems + name_problems)
     if dry_run:
         print(json.dumps({"run_dir": str(run_dir), "preset": plan.preset, "model": plan.model, "tasks": [
             {"task": t, "num_fewshot": k, "prompt_version": resolve_task(t).prompt_version or None}
             for t, k in zip(plan.tasks, plan.num_fewshot)], "limit": plan.limit, "data_dir": plan.data_dir},
             indent=2, ensure_ascii=False))
         return
-    execute_plan(plan, run_dir, show_progress=progress, use_cache=cache)
+    execute_plan(plan, run_dir, show_progress=progress, use_cache=cache, wait=wait)
+
+
+def _run_dir(output_dir: Path, run_name: str | None, plan: "RunPlan") -> tuple[Path, list[JBenchError]]:
+    """``<output-dir>/<run-name>``; a given name must be a plain name (never a path out of the store)."""
+    from jbench.models.load import ModelSpec
+    from jbench.results import check_plain_name
+
+    if run_name is None:
+        return output_dir / ModelSpec(**plan.model).slug(), []
+    try:
+        check_plain_name(run_name, "run name", "--run-name")
+    except JBenchError as err:
+        return output_dir / "invalid-run-name", [err]
+    return output_dir / run_name, []
 
 
 def _run_suite(suite: str, *, model: str | None, tasks: str | None, num_fewshot: str | None,
                prompt_version: str | None, limit: float | None, variant: str | None, batch_size: int | None,
-               device: str, use_fast: bool | None, trust_remote_code: bool | None, data_dir: Path | None,
+               device: str | None, use_fast: bool | None, trust_remote_code: bool | None, data_dir: Path | None,
                output_dir: Path, run_name: str | None, allow_data_mismatch: bool) -> None:
     """``--suite ja_leaderboard``: lm-eval is the engine; jbench loads the model and stores the run."""
     from jbench.models.load import ModelSpec
@@ -250,10 +306,17 @@ def _run_suite(suite: str, *, model: str | None, tasks: str | None, num_fewshot:
         raise TaskError(f"unknown suite {suite!r}", fix="the only suite is ja_leaderboard")
     if num_fewshot:
         raise TaskError("--num-fewshot does not apply to --suite ja_leaderboard (each lm-eval task sets its own)")
-    plan = make_plan(model=model, tasks=None, num_fewshot=None, prompt_version=prompt_version, limit=limit,
-                     variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
-                     trust_remote_code=trust_remote_code, data_dir=data_dir,
-                     allow_data_mismatch=allow_data_mismatch)
+    plan, problems = resolve_plan(model=model, tasks=None, num_fewshot=None, prompt_version=prompt_version,
+                               limit=limit, variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
+                               trust_remote_code=trust_remote_code, data_dir=data_dir,
+                               allow_data_mismatch=allow_data_mismatch)
+    from jbench.validate import validate_plan
+
+    if run_name is not None:
+        from jbench.results import check_plain_name
+
+        check_plain_name(run_name, "run name", "--run-name")
+    validate_plan(plan, None, problems=problems)
     spec = ModelSpec(**plan.model)
     out = run_ja_leaderboard(spec, Path(plan.data_dir), output_dir / (run_name or f"{spec.slug()}-ja_leaderboard"),
                              tasks=_split_csv(tasks) or None, limit=plan.limit, batch_size=batch_size,
@@ -262,22 +325,43 @@ def _run_suite(suite: str, *, model: str | None, tasks: str | None, num_fewshot:
 
 
 def make_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, prompt_version: str | None,
-              limit: float | None, variant: str | None, batch_size: int | None, device: str,
+              limit: float | None, variant: str | None, batch_size: int | None, device: str | None,
               use_fast: bool | None, trust_remote_code: bool | None, data_dir: Path | None,
-              allow_data_mismatch: bool, need_data: bool = True) -> "RunPlan":
+              allow_data_mismatch: bool) -> "RunPlan":
+    """A validated RunPlan (see :func:`resolve_plan`); raises :class:`InputErrors` listing every problem."""
+    from jbench.validate import validate_plan
+
+    plan, problems = resolve_plan(model=model, tasks=tasks, num_fewshot=num_fewshot, prompt_version=prompt_version,
+                                  limit=limit, variant=variant, batch_size=batch_size, device=device,
+                                  use_fast=use_fast, trust_remote_code=trust_remote_code, data_dir=data_dir,
+                                  allow_data_mismatch=allow_data_mismatch)
+    validate_plan(plan, None, problems=problems)
+    return plan
+
+
+def resolve_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, prompt_version: str | None,
+                 limit: float | None, variant: str | None, batch_size: int | None, device: str | None,
+                 use_fast: bool | None, trust_remote_code: bool | None, data_dir: Path | None,
+                 allow_data_mismatch: bool) -> tuple["RunPlan", list[JBenchError]]:
     """Resolve tasks, shots, the model preset and the data dir into a RunPlan (shared by eval and compare).
 
-    The preset (tokenizer flags, dtype, prompt version) is always printed, and every choice can be overridden.
+    Returns the plan and the problems found while resolving it (unknown names, bad shots, flags that cannot
+    apply), so that :func:`jbench.validate.validate_plan` can report them together with its own. The preset
+    (tokenizer flags, dtype, prompt version) is always printed, and every choice can be overridden. Tokenizer
+    settings are resolved here, once, so every variant of a comparison inherits exactly the original's.
     """
     from jbench.models.load import ModelSpec, TINY
     from jbench.presets import describe, resolve_preset
     from jbench.runner import RunPlan
     from jbench.tasks import resolve_task
 
+    problems: list[JBenchError] = []
     preset = None
     if model in (None, TINY):
         pv = prompt_version or FALLBACK_PROMPT_VERSION
-        print(f"embedded tiny model: prompt version {pv}, use_fast=False (sentencepiece), fp32", file=sys.stderr)
+        use_fast = False if use_fast is None else use_fast
+        print(f"embedded tiny model: prompt version {pv}, use_fast={use_fast}"
+              f"{' (sentencepiece)' if use_fast is False else ''}, fp32", file=sys.stderr)
     else:
         res = resolve_preset(model, overrides={"prompt_version": prompt_version, "use_fast": use_fast,
                                                "trust_remote_code": trust_remote_code}, warn=False)
@@ -286,24 +370,42 @@ def make_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, 
         pv, use_fast, trust_remote_code = res.prompt_version, res.use_fast, res.trust_remote_code
         variant = variant or res.variant or ("auto" if res.effective_dtype == "auto" else None)
     names = _split_csv(tasks) or DEFAULT_SUITE
-    shots = _shots(num_fewshot, len(names), DEFAULT_SHOTS if names == DEFAULT_SUITE else [])
-    full = _full_names()
     try:
-        specs = [resolve_task(n, None if n in full else pv) for n in names]
+        shots = _shots(num_fewshot, len(names), DEFAULT_SHOTS if names == DEFAULT_SUITE else [])
     except TaskError as err:
-        if err.where is not None:
-            raise
-        opts = f"--tasks {','.join(names)}" + (f" --prompt-version {pv}" if "prompt version" in err.what else "")
-        raise TaskError(err.what, where=opts, fix=err.fix) from err
+        problems.append(err)
+        shots = []
+    full = _full_names()
+    specs = []
+    for n in names:
+        try:
+            specs.append(resolve_task(n, None if n in full else pv))
+        except TaskError as err:
+            if err.where is None:
+                opts = f"--tasks {n}" + (f" --prompt-version {pv}" if "prompt version" in err.what else "")
+                err = TaskError(err.what, where=opts, fix=err.fix)
+            problems.append(err)
+    if prompt_version is not None:
+        for t in specs:
+            if t.name in names and t.prompt_version and t.prompt_version != prompt_version:
+                problems.append(TaskError(
+                    f"--prompt-version {prompt_version} cannot apply to {t.name}, whose name fixes prompt version "
+                    f"{t.prompt_version}", where=f"--tasks {t.name} --prompt-version {prompt_version}",
+                    fix=f"name the task by its family (--tasks {t.family}) to pick the prompt with "
+                        "--prompt-version, or drop --prompt-version"))
+    if len(specs) != len(names):
+        shots = shots if len(shots) == len(specs) else [t.default_shots for t in specs]
     shots = shots or [t.default_shots for t in specs]
-    spec = ModelSpec(model=model, variant=variant or "fp32", device=device, batch_size=batch_size,
+    spec = ModelSpec(model=model, variant=variant or "fp32", device=device or "cpu", batch_size=batch_size,
                      use_fast=use_fast, trust_remote_code=bool(trust_remote_code))
-    if need_data:
+    try:
         ddir = str(_data_dir(data_dir, spec.is_tiny))
-    else:
-        ddir = str(data_dir or os.environ.get("JBENCH_DATA_DIR") or "(bundled sample)")
-    return RunPlan(model=asdict(spec), tasks=[t.name for t in specs], num_fewshot=shots, data_dir=ddir,
+    except JBenchError as err:
+        problems.append(err)
+        ddir = str(data_dir or "")
+    plan = RunPlan(model=asdict(spec), tasks=[t.name for t in specs], num_fewshot=shots, data_dir=ddir,
                    limit=_limit(limit), allow_data_mismatch=allow_data_mismatch, preset=preset)
+    return plan, problems
 
 
 def model_size_bytes(scorer: object) -> int | None:
@@ -352,10 +454,16 @@ class Interrupted(JBenchError):
     exit_code = 130
 
 
-def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, use_cache: bool = True) -> dict:
-    """Load the model, run (resuming from the run's cache), print the tables; shared by eval and compare."""
+def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, use_cache: bool = True,
+                 wait: bool = False) -> dict:
+    """Load the model, run (resuming from the run's cache), print the tables; shared by eval and compare.
+
+    The run directory is held with an OS lock for the whole run, so two processes can never interleave in it."""
+    from jbench.results import RunLock
+
     try:
-        return _execute_plan(plan, run_dir, show_progress=show_progress, use_cache=use_cache)
+        with RunLock(run_dir, wait=wait):
+            return _execute_plan(plan, run_dir, show_progress=show_progress, use_cache=use_cache)
     except KeyboardInterrupt as err:
         raise Interrupted("interrupted", where=str(run_dir)) from err
 
@@ -363,7 +471,8 @@ def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, 
 def _execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool, use_cache: bool) -> dict:
     from jbench.cache import CACHE_FILE, CachingScorer, RequestCache, model_identity
     from jbench.models.load import ModelSpec, load_scorer
-    from jbench.report import averages_table, card_table, header_line, truncation_footer
+    from jbench.report import (averages_table, card_table, data_marks, header_line, marks_footer,
+                               truncation_footer)
     from jbench.runner import RunSettings, TaskRun, run_tasks
     from jbench.tasks import resolve_task
 
@@ -371,12 +480,11 @@ def _execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool, use_ca
                            data_dir=Path(plan.data_dir), limit=plan.limit,
                            allow_data_mismatch=plan.allow_data_mismatch)
     spec = ModelSpec(**plan.model)
+    plan.save(run_dir)  # first, so that `--resume` can redo exactly this run if it is interrupted
     t_load = time.perf_counter()
     scorer, record = load_scorer(spec)
     load_s = time.perf_counter() - t_load
     record["preset"] = plan.preset
-    run_dir.mkdir(parents=True, exist_ok=True)
-    plan.save(run_dir)
     cache = RequestCache(run_dir / CACHE_FILE) if use_cache else None
     if cache is not None and (cached := cache.count()):
         print(f"resuming {run_dir}: {cached} answers are already in its request cache", file=sys.stderr)
@@ -386,17 +494,28 @@ def _execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool, use_ca
         scoring = CachingScorer(scorer, cache, model_identity(record)) if cache else scorer
         record["resources"] = {"load_s": round(load_s, 3), "size_bytes": model_size_bytes(scorer)}
         out = run_tasks(scoring, settings, run_dir, model_record=record, show_progress=show_progress,
+                        run_plan=asdict(plan),
                         resources=lambda: {**runtime_resources(scorer), **reliability_counters(scoring)})
     finally:
         if cache:
             cache.close()
-    print(header_line("hf-causal", record["model_args"], settings.limit, out["config"]["num_fewshot"],
-                      record["batch_size"]))
-    print(card_table(out["results"], out["versions"]) + truncation_footer(out.get("truncated"),
-                                                                          record.get("max_length")))
-    print(averages_table(out["results"]))
+    print_tables(out)
     print(f"run stored in {run_dir}", file=sys.stderr)
     return out
+
+
+def print_tables(out: dict) -> None:
+    """The header line, the card table (with data marks and truncation notes) and the averages of one run."""
+    from jbench.report import (averages_table, card_table, data_marks, header_line, marks_footer,
+                               truncation_footer)
+
+    cfg = out.get("config", {})
+    marks = data_marks(cfg.get("data"))
+    print(header_line("hf-causal", cfg.get("model_args", ""), cfg.get("limit"), cfg.get("num_fewshot", []),
+                      cfg.get("batch_size")))
+    print(card_table(out.get("results", {}), out.get("versions", {}), marks)
+          + truncation_footer(out.get("truncated"), cfg.get("max_length")) + marks_footer(marks))
+    print(averages_table(out.get("results", {}), marks) + marks_footer(marks))
 
 
 @app.command("presets")
@@ -520,18 +639,26 @@ def _group_size_for(src: Path, preferred: int = 128) -> int:
 
 
 def run_or_reuse(plan: "RunPlan", run_dir: Path, *, show_progress: bool) -> Path:
-    """Reuse a finished run with the same plan; otherwise run it (resuming its cache) in a child process, so that
-    each variant's peak memory is measured on its own."""
+    """Reuse a finished run made from the same plan; otherwise run it (resuming its cache) in a child process, so
+    that each variant's peak memory is measured on its own.
+
+    A finished run counts only if its results.json records this very plan (a run.json alone may describe an
+    attempt that failed after the results were written by an earlier, different plan)."""
     import subprocess
 
-    from jbench.runner import RunPlan
+    from jbench.results import RESULTS_FILE, RunLock
 
-    if (run_dir / "results.json").is_file() and (run_dir / "run.json").is_file() \
-            and RunPlan.load(run_dir) == plan:
-        print(f"reusing {run_dir}", file=sys.stderr)
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    plan.save(run_dir)
+    results = run_dir / RESULTS_FILE
+    if results.is_file():
+        try:
+            done = json.loads(results.read_text(encoding="utf-8")).get("plan")
+        except (OSError, ValueError):
+            done = None
+        if done == asdict(plan):
+            print(f"reusing {run_dir}", file=sys.stderr)
+            return run_dir
+    with RunLock(run_dir):
+        plan.save(run_dir)
     cmd = [sys.executable, "-m", "jbench.cli", "eval", "--resume", str(run_dir)]
     cmd += [] if show_progress else ["--no-progress"]
     proc = subprocess.run(cmd, stdout=sys.stderr)
@@ -550,13 +677,13 @@ def compare_cmd(
                            "themselves (local or tiny models).")] = "int8 bnb8 bnb4 gptq",
     quantized: Annotated[Optional[list[str]], typer.Option(
         "--quantized", help="VARIANT=PATH of an existing quantized checkpoint or .gguf (repeatable).")] = None,
-    tasks: Annotated[Optional[str], typer.Option("--tasks", "-t", help="As for eval (default: the 6-task suite).")]
-    = None,
-    num_fewshot: Annotated[Optional[str], typer.Option("--num-fewshot")] = None,
-    prompt_version: Annotated[Optional[str], typer.Option("--prompt-version", "-p")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option(
+        "--tasks", "-t", help="As for eval (default: the 6-task suite; repeatable).")] = None,
+    num_fewshot: Annotated[Optional[str], typer.Option("--num-fewshot", help="As for eval.")] = None,
+    prompt_version: Annotated[Optional[str], typer.Option("--prompt-version", "-p", help="As for eval.")] = None,
     limit: LimitOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
-    device: Annotated[str, typer.Option("--device")] = "cpu",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="As for eval.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="As for eval (default cpu).")] = None,
     data_dir: DataDirOpt = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where runs are stored.")] = Path("results"),
     report_dir: Annotated[Optional[Path], typer.Option(
@@ -565,6 +692,10 @@ def compare_cmd(
     calibration: Annotated[Optional[Path], typer.Option(
         "--calibration", help="Calibration text file for gptq/awq (default: the task train splits).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    allow_tokenizer_mismatch: Annotated[bool, typer.Option(
+        "--allow-tokenizer-mismatch", help="Compare even if a variant's tokenizer differs from the original's "
+                                           "(the report then says so at the top). Without it, that is an error.")]
+    = False,
 ) -> None:
     """Original vs quantized variants: runs (or reuses) every run and writes the paired comparison.
 
@@ -574,13 +705,25 @@ def compare_cmd(
     """
     from jbench.compare import compare_runs
     from jbench.models.load import ModelSpec, resolve_model_path
+    from jbench.validate import check_variant, validate_plan
 
-    given = dict(q.split("=", 1) for q in quantized or [])
     names = [v for v in variants.replace(",", " ").split() if v]
-    base = make_plan(model=model, tasks=tasks, num_fewshot=num_fewshot, prompt_version=prompt_version, limit=limit,
-                     variant=None, batch_size=batch_size, device=device, use_fast=None, trust_remote_code=None,
-                     data_dir=data_dir, allow_data_mismatch=False)
+    base, problems = resolve_plan(model=model, tasks=_merge_repeated(tasks), num_fewshot=num_fewshot,
+                               prompt_version=prompt_version, limit=limit, variant=None, batch_size=batch_size,
+                               device=device, use_fast=None, trust_remote_code=None, data_dir=data_dir,
+                               allow_data_mismatch=False)
+    given, more = _quantized_paths(quantized, names)
+    problems += more
+    if not names:
+        problems.append(TaskError("--variants is empty", where="--variants", fix="e.g. --variants 'int8 gptq'"))
+    for name in names:
+        variant, _, gguf_type = name.partition(":")
+        problems += [JBenchError(p.what, where=f"--variants {name}", fix=p.fix) for p in check_variant(variant)]
+        if gguf_type and variant != "gguf":
+            problems.append(TaskError(f"only gguf takes a :TYPE suffix, got {name!r}", where=f"--variants {name}",
+                                      fix="e.g. gguf:q8_0"))
     spec = ModelSpec(**base.model)
+    validate_plan(base, output_dir / spec.slug(), problems=problems)  # before the original runs for minutes
     original = run_or_reuse(base, output_dir / spec.slug(), show_progress=progress)
     src = resolve_model_path(spec)
     runs = []
@@ -591,13 +734,12 @@ def compare_cmd(
         if variant in PREQUANTIZED:
             path = given.get(name) or given.get(variant) or ensure_quantized(
                 variant, src, Path(base.data_dir), calibration=calibration, gguf_type=gguf_type or "q4_k_m")
-            if variant == "gguf":
-                extra["tokenizer"] = src
+            extra["tokenizer"] = src  # the original's tokenizer files, read with the original's settings
         vspec = ModelSpec(**{**base.model, "model": path, "variant": variant, "extra": extra})
         vplan = type(base)(**{**base.__dict__, "model": asdict(vspec)})
         label = f"{spec.slug().rsplit('-', 1)[0]}-{name.replace(':', '-')}"
         runs.append(run_or_reuse(vplan, output_dir / label, show_progress=progress))
-    report = compare_runs(original, runs, margin=margin)
+    report = compare_runs(original, runs, margin=margin, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
     out = report_dir or output_dir / "compare" / spec.slug().rsplit("-", 1)[0]
     out.mkdir(parents=True, exist_ok=True)
     text = report.to_markdown()
@@ -607,6 +749,26 @@ def compare_cmd(
     report.write_html(out / "compare.html")
     print(text)
     print(f"report: {out}/compare.{{md,json,html,png}}", file=sys.stderr)
+
+
+def _quantized_paths(quantized: list[str] | None, names: list[str]) -> tuple[dict[str, str], list[JBenchError]]:
+    """``--quantized VARIANT=PATH`` options as a dict, with a problem for each malformed or missing one."""
+    given: dict[str, str] = {}
+    problems: list[JBenchError] = []
+    for q in quantized or []:
+        key, sep, path = q.partition("=")
+        if not sep or not key or not path:
+            problems.append(TaskError(f"--quantized must be VARIANT=PATH, got {q!r}", where=f"--quantized {q}",
+                                      fix="e.g. --quantized gptq=/models/x-gptq"))
+        elif key not in names and key.partition(":")[0] not in {n.partition(":")[0] for n in names}:
+            problems.append(TaskError(f"--quantized names {key!r}, which is not in --variants",
+                                      where=f"--quantized {q}", fix=f"add {key} to --variants, or drop it"))
+        elif not Path(path).exists():
+            problems.append(TaskError(f"--quantized {key}: no such file or directory", where=path,
+                                      fix="pass the path of an existing quantized checkpoint (or .gguf file)"))
+        else:
+            given[key] = path
+    return given, problems
 
 
 @app.command("quantize")
@@ -648,17 +810,10 @@ def quantize_cmd(
 @app.command("table")
 def table_cmd(runs: Annotated[list[str], typer.Argument(help="Run directories (or names under results/).")]) -> None:
     """Print the card table and the 4-/6-task averages of stored runs."""
-    from jbench.report import averages_table, card_table, header_line, truncation_footer
     from jbench.results import load_run
 
     for ref in runs:
-        run = load_run(ref)
-        cfg = run.config
-        print(header_line("hf-causal", cfg.get("model_args", ""), cfg.get("limit"), cfg.get("num_fewshot", []),
-                          cfg.get("batch_size")))
-        print(card_table(run.results, run.versions) + truncation_footer(run.data.get("truncated"),
-                                                                        cfg.get("max_length")))
-        print(averages_table(run.results))
+        print_tables(load_run(ref).data)
 
 
 def main() -> None:

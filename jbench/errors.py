@@ -33,3 +33,27 @@ class ModelError(JBenchError):
 
 class BackendMissing(ModelError):
     """An optional backend dependency is not installed."""
+
+
+class StoreError(JBenchError):
+    """A run directory (or a file in it) cannot be written, read or locked."""
+
+
+class InputErrors(JBenchError):
+    """Every problem found by the validation step before any weights load, reported together: a user who fixes
+    one mistake should not have to pay for a model load to learn about the next one."""
+
+    def __init__(self, problems: list[JBenchError]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            p = self.problems[0]
+            super().__init__(p.what, where=p.where, fix=p.fix)
+            return
+        lines = [f"{len(self.problems)} problems found before loading the model:"]
+        for i, p in enumerate(self.problems, 1):
+            lines.append(f"  {i}. {p.what}")
+            if p.where:
+                lines.append(f"     where: {p.where}")
+            if p.fix:
+                lines.append(f"     what to do: {p.fix}")
+        JBenchError.__init__(self, "\n".join(lines))

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from jbench.records import GOLD, GOLDS, PREDICTION
+
 __all__ = [
     "METRICS",
     "MetricSpec",
@@ -484,13 +486,13 @@ def _agg_balanced_acc(rows: Sequence[dict], **_: Any) -> MetricValue:
 
 
 def _agg_mcc(rows: Sequence[dict], *, bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS, **_: Any) -> MetricValue:
-    golds, preds = _column(rows, "gold", "mcc"), _column(rows, "pred", "mcc")
+    golds, preds = _column(rows, GOLD, "mcc"), _column(rows, PREDICTION, "mcc")
     stderr = mcc_bootstrap_stderr(golds, preds, bootstrap_iters) if bootstrap_iters else None
     return MetricValue(matthews_corrcoef(golds, preds), stderr)
 
 
 def _agg_macro_f1(rows: Sequence[dict], **_: Any) -> MetricValue:
-    return MetricValue(macro_f1(_column(rows, "gold", "macro_f1"), _column(rows, "pred", "macro_f1")), None)
+    return MetricValue(macro_f1(_column(rows, GOLD, "macro_f1"), _column(rows, PREDICTION, "macro_f1")), None)
 
 
 def _squad_scores(rows: Sequence[dict], metric: str) -> list[float]:
@@ -501,18 +503,18 @@ def _squad_scores(rows: Sequence[dict], metric: str) -> list[float]:
     otherwise precomputed ``rows[metric]`` values are used as they are.
     """
     fn = exact_match_example if metric == "exact_match" else f1_example
-    if rows and all("id" in r and "pred" in r and "golds" in r for r in rows):
-        last_pred = {r["id"]: r["pred"] for r in rows}
+    if rows and all("id" in r and PREDICTION in r and GOLDS in r for r in rows):
+        last_pred = {r["id"]: r[PREDICTION] for r in rows}
         if len(last_pred) < len(rows):
-            return [fn(last_pred[r["id"]], r["golds"]) for r in rows]
+            return [fn(last_pred[r["id"]], r[GOLDS]) for r in rows]
     out = []
     for r in rows:
         if metric in r:
             out.append(r[metric])
-        elif "pred" in r and "golds" in r:
-            out.append(fn(r["pred"], r["golds"]))
+        elif PREDICTION in r and GOLDS in r:
+            out.append(fn(r[PREDICTION], r[GOLDS]))
         else:
-            raise KeyError(f"metric {metric!r} needs per-example field {metric!r} or 'pred' + 'golds'")
+            raise KeyError(f"metric {metric!r} needs per-example field {metric!r} or {PREDICTION!r} + {GOLDS!r}")
     return out
 
 
@@ -529,8 +531,8 @@ METRICS: dict[str, MetricSpec] = {
     "acc": MetricSpec("acc", ("acc",), _agg_mean("acc")),
     "acc_norm": MetricSpec("acc_norm", ("acc_norm",), _agg_mean("acc_norm")),
     "balanced_acc": MetricSpec("balanced_acc", ("acc", "gold"), _agg_balanced_acc),
-    "mcc": MetricSpec("mcc", ("gold", "pred"), _agg_mcc),
-    "macro_f1": MetricSpec("macro_f1", ("gold", "pred"), _agg_macro_f1),
+    "mcc": MetricSpec("mcc", (GOLD, PREDICTION), _agg_mcc),
+    "macro_f1": MetricSpec("macro_f1", (GOLD, PREDICTION), _agg_macro_f1),
     "exact_match": MetricSpec("exact_match", ("exact_match",), _agg_squad("exact_match"), scale="0-100"),
     "f1": MetricSpec("f1", ("f1",), _agg_squad("f1"), scale="0-100"),
 }
@@ -541,8 +543,8 @@ def aggregate(
 ) -> MetricValue:
     """Aggregate per-example rows (in evaluation order) into the corpus value for ``metric``.
 
-    Rows are what :func:`multiple_choice_example` returns plus ``gold``, or, for generation tasks, ``exact_match``
-    / ``f1`` scores (or ``pred`` + ``golds`` [+ ``id``]). ``bootstrap_iters`` only affects ``mcc``; 0 skips its
+    Rows are stored sample rows (:mod:`jbench.records`): ``acc``/``acc_norm``/``gold``/``prediction`` for
+    multiple choice; for generation tasks ``exact_match`` / ``f1`` scores (or ``prediction`` + ``golds`` [+ ``id``]). ``bootstrap_iters`` only affects ``mcc``; 0 skips its
     stderr.
     """
     try:

@@ -22,8 +22,15 @@ from jbench.tasks import TaskSpec
 DEFAULT_SYSTEM_PROMPT = "あなたは役立つアシスタントです。"
 
 
-def system_prompt() -> str:
-    return os.environ.get("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT)
+def system_prompt(task: TaskSpec | None = None) -> str:
+    """``$SYSTEM_PROMPT`` if set (even to ""), else the default of the era ``task`` follows (HEAD's otherwise).
+
+    The reference reads ``os.getenv("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT)`` per class, so an override applies
+    to every era alike, while the default depends on the commit the task version comes from: a task version that
+    only existed before a759835 (jnli-1.1-0.6) names Llama-2's English default in its YAML.
+    """
+    default = task.default_system_prompt if task is not None else None
+    return os.environ.get("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT if default is None else default)
 
 
 _ENV = jinja2.Environment(
@@ -55,7 +62,8 @@ class RenderedDoc:
 
 
 def _scope(task: TaskSpec, doc: dict[str, Any], native_index: int) -> dict[str, Any]:
-    scope: dict[str, Any] = {**doc, **task.vars, "system_prompt": system_prompt(), "native_index": native_index}
+    scope: dict[str, Any] = {**doc, **task.vars, "system_prompt": system_prompt(task),
+                             "native_index": native_index}
     for key, expr in task.derived.items():
         scope[key] = _expression(expr)(**scope)
     if task.choices is not None:
@@ -87,7 +95,7 @@ def render_doc(task: TaskSpec, doc: dict[str, Any], native_index: int = 0) -> Re
 
 
 def render_description(task: TaskSpec) -> str:
-    scope = {**task.vars, "system_prompt": system_prompt()}
+    scope = {**task.vars, "system_prompt": system_prompt(task)}
     return _template(task.description).render(scope)
 
 

@@ -33,6 +33,8 @@ __all__ = [
     "averages",
     "averages_table",
     "card_table",
+    "data_marks",
+    "marks_footer",
     "header_line",
     "markdown_table",
     "task_average_value",
@@ -54,7 +56,8 @@ AVERAGE_GROUPS: dict[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------------------------------------------
 
 
-def card_table(results: Mapping[str, Mapping[str, Any]], versions: Mapping[str, Any]) -> str:
+def card_table(results: Mapping[str, Mapping[str, Any]], versions: Mapping[str, Any],
+               marks: Mapping[str, str] | None = None) -> str:
     """The reference's markdown results table, byte-identical (ends with a newline, no blank line after).
 
     One row per metric in the task's dict order, skipping ``details`` and ``*_stderr`` keys; values as
@@ -64,7 +67,7 @@ def card_table(results: Mapping[str, Mapping[str, Any]], versions: Mapping[str, 
     """
     rows: list[list[Any]] = []
     for task, metrics in results.items():
-        name: Any = task
+        name: Any = task + (f" {marks[task]}" if marks.get(task) else "")
         version: Any = versions.get(task, "")
         for metric, value in metrics.items():
             if metric.endswith("_stderr") or metric == "details":
@@ -397,25 +400,73 @@ def averages(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None
     return out
 
 
-def averages_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+#: families jbench can evaluate itself; the others of AVERAGE_GROUPS (xlsum_ja, mgsm) only come from lm-eval suites
+JBENCH_FAMILIES = AVERAGE_GROUPS["6-task"]
+
+
+def averages_table(results: Mapping[str, Mapping[str, Any]], marks: Mapping[str, str] | None = None) -> str:
     """Markdown table: one row per family (its task key and contribution, ``"%.2f"``) and one per average.
 
-    Missing contributions and undefined averages show as ``-``.
+    Missing contributions and undefined averages show as ``-``. Families jbench cannot run (xlsum_ja, mgsm) and
+    the 8-task average appear only when the results hold such a task. A task's ``marks`` (see :func:`data_marks`)
+    follow its score, and every average that includes a marked task carries the marks too.
     """
-    families: list[str] = list(AVERAGE_GROUPS["8-task"])
+    marks = marks or {}
+    extra = [f for f in AVERAGE_GROUPS["8-task"] if f not in JBENCH_FAMILIES
+             and any(_family_of(t, f) for t in results)]
+    families: list[str] = list(JBENCH_FAMILIES) + extra
     rows: list[list[str]] = []
     for fam in families:
         hits = [t for t in results if _family_of(t, fam)]
         if len(hits) == 1:
             v = task_average_value(hits[0], results[hits[0]])
-            rows.append([fam, hits[0], "-" if v is None else "%.2f" % v])
+            rows.append([fam, hits[0], "-" if v is None else "%.2f" % v + _mark_suffix(marks, hits)])
         elif hits:
             rows.append([fam, ", ".join(hits), "- (ambiguous)"])
         else:
             rows.append([fam, "-", "-"])
     for group, value in averages(results).items():
-        rows.append([f"**{group} average**", "", "-" if value is None else "%.2f" % value])
+        if group == "8-task" and not extra:
+            continue
+        members = _group_members(results, AVERAGE_GROUPS[group]) or []
+        rows.append([f"**{group} average**", "", "-" if value is None else "%.2f" % value
+                     + _mark_suffix(marks, members)])
     return _simple_markdown(["Family", "Task", "Score"], rows)
+
+
+MADEUP_MARK = "†"
+MISMATCH_MARK = "‡"
+_MARK_TEXT = {MADEUP_MARK: "made-up rows (the bundled demo sample), not benchmark data: not comparable to any "
+                           "published number",
+              MISMATCH_MARK: "a data file failed its checksum (--allow-data-mismatch): not the reference data"}
+
+
+def data_marks(data: Mapping[str, Any] | None) -> dict[str, str]:
+    """Per task, the marks its numbers carry, from results.json ``config.data`` (the files each task read):
+    ``†`` made-up rows, ``‡`` a file whose checksum did not match. Tasks on verified data get none."""
+    out: dict[str, str] = {}
+    for task, files in (data or {}).items():
+        files = files if isinstance(files, list) else []
+        mark = (MADEUP_MARK if any(isinstance(f, dict) and f.get("madeup") for f in files) else "") + \
+               (MISMATCH_MARK if any(isinstance(f, dict) and f.get("mismatch") for f in files) else "")
+        if mark:
+            out[task] = mark
+    return out
+
+
+def _mark_suffix(marks: Mapping[str, str], tasks: Sequence[str]) -> str:
+    found = "".join(m for m in (MADEUP_MARK, MISMATCH_MARK) if any(m in marks.get(t, "") for t in tasks))
+    return f" {found}" if found else ""
+
+
+def marks_footer(marks: Mapping[str, str]) -> str:
+    """The footnotes that explain the marks in use (empty when no number is marked)."""
+    used = [m for m in (MADEUP_MARK, MISMATCH_MARK) if any(m in v for v in marks.values())]
+    lines = []
+    for m in used:
+        tasks = ", ".join(t for t, v in marks.items() if m in v)
+        lines.append(f"{m} {_MARK_TEXT[m]} ({tasks})")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def truncation_footer(truncated: Mapping[str, Any] | None, max_length: Any = None) -> str:

@@ -13,19 +13,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from jbench.errors import JBenchError
+from jbench.errors import StoreError
+
+__all__ = ["RESULTS_FILE", "Run", "RunLock", "StagedRun", "StoreError", "check_plain_name", "load_run",
+           "load_samples_frame", "resolve_run", "resolve_run_dir", "samples_path", "write_json", "write_jsonl"]
 
 RESULTS_FILE = "results.json"
+LOCK_FILE = ".lock"
+STAGING_DIR = ".staging"
 
 
-class StoreError(JBenchError):
-    """A run directory cannot be written or read."""
+def check_plain_name(name: str, what: str, option: str) -> None:
+    """Run and baseline names are names, not paths: ``../x`` or ``/tmp/x`` would write outside the store."""
+    if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith(".")
+            or os.path.isabs(name)):
+        raise StoreError(f"invalid {what} {name!r}: it must be a plain name (no '/', '\\', '..' or leading '.')",
+                         where=f"{option} {name}", fix=f"use a plain name such as 'tiny-fp32'; to store runs "
+                                                       "elsewhere, use --output-dir")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _atomic_write(path: Path, chunks: Iterable[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; result files are meant to be read by teammates and CI artefact steps, so they get
+        # the permissions an ordinary open() would give (0666 less the umask), like cache.sqlite does
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for chunk in chunks:
                 fh.write(chunk)
@@ -53,6 +79,99 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def samples_path(run_dir: Path, task: str) -> Path:
     return run_dir / f"samples_{task}.jsonl"
+
+
+class StagedRun:
+    """A run's new result files, kept aside until the run is complete.
+
+    Why: a rerun that fails half-way must leave the previous good results.json *and* its samples intact, and a
+    results.json must never sit beside samples of another run. Samples are written to ``<run>/.staging/`` as each
+    task finishes; :meth:`publish` then swaps them in and writes results.json last."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.stage = run_dir / STAGING_DIR
+        if self.stage.exists():
+            import shutil
+
+            shutil.rmtree(self.stage, ignore_errors=True)  # an earlier attempt that died; its answers are cached
+        try:
+            self.stage.mkdir(parents=True)
+        except OSError as err:
+            raise StoreError(f"cannot write the run directory: {err.strerror or err}", where=str(run_dir),
+                             fix="choose a writable --output-dir") from err
+
+    def write_samples(self, task: str, rows: Iterable[dict[str, Any]]) -> None:
+        write_jsonl(samples_path(self.stage, task), rows)
+
+    def publish(self, record: dict[str, Any]) -> None:
+        """Replace the previous results with the new ones: results.json goes first (so a crash in between leaves
+        an unfinished run, never a mixed one), then the samples, then the new results.json."""
+        (self.run_dir / RESULTS_FILE).unlink(missing_ok=True)
+        new = {p.name for p in self.stage.glob("samples_*.jsonl")}
+        for old in self.run_dir.glob("samples_*.jsonl"):
+            if old.name not in new:
+                old.unlink(missing_ok=True)  # a task of the replaced run that this run did not evaluate
+        for name in sorted(new):
+            os.replace(self.stage / name, self.run_dir / name)
+        write_json(self.run_dir / RESULTS_FILE, record)
+        self.discard()
+
+    def discard(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+class RunLock:
+    """One process at a time per run directory (an OS lock, released by the kernel if the process dies).
+
+    Why: two runs started together on one run name used to leave a run.json of one run beside the results.json of
+    the other. The holder's pid and command line are written into the lock file so the second process can say
+    who holds it."""
+
+    def __init__(self, run_dir: Path, *, wait: bool = False) -> None:
+        self.run_dir, self.wait = run_dir, wait
+        self.path = run_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+        import sys
+
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise StoreError(f"cannot write the run directory: {err.strerror or err}", where=str(self.run_dir),
+                             fix="choose a writable --output-dir") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder()
+            if not self.wait:
+                os.close(fd)
+                raise StoreError(f"the run directory is in use by another jbench process ({holder})",
+                                 where=str(self.run_dir),
+                                 fix="wait for that run to finish (or pass --wait), or choose another --run-name")
+            print(f"waiting for {holder} to release {self.run_dir} ...", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:500]}\n".encode())
+        self._fd = fd
+        return self
+
+    def _holder(self) -> str:
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or "unknown process"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from jbench.data import load_split
 from jbench.metrics import aggregate, exact_match_example, f1_example, multiple_choice_example
 from jbench.models.base import GenerationRequest, LoglikelihoodRequest, Scorer, encode_context
 from jbench.progress import TaskProgress
+from jbench.records import GenRow, MCRow
 from jbench.requests import Instance, build_instances
-from jbench.results import RESULTS_FILE, samples_path, write_json, write_jsonl
+from jbench.results import StagedRun, write_json
 from jbench.tasks import TaskSpec
 
 # Documents per scorer call: small enough for a smooth progress bar and bounded memory, large enough that the
@@ -88,13 +89,17 @@ class RunPlan:
     def load(cls, run_dir: Path) -> "RunPlan":
         import json
 
+        from jbench.errors import StoreError
+
         path = run_dir / PLAN_FILE
         if not path.is_file():
-            from jbench.results import StoreError
-
             raise StoreError("nothing to resume: the run directory has no run.json", where=str(run_dir),
                              fix="start the run with `jbench eval` (it resumes automatically in the same --run-name)")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as err:
+            raise StoreError(f"run.json cannot be read as a run plan: {err}", where=str(path),
+                             fix="start the run again with `jbench eval` and the options you want") from err
 
 
 def ordered(tasks: Sequence[TaskRun]) -> list[TaskRun]:
@@ -138,6 +143,9 @@ def environment_record() -> dict[str, Any]:
         pass
     # environment variables that change kernels, thread counts or hashing (only those that are set)
     rec["env"] = {k: os.environ[k] for k in DETERMINISM_ENV if k in os.environ}
+    from jbench.baseline import kernel_path_record  # CPU / MKL / oneDNN path: named when an exact check fails
+
+    rec["kernel_path"] = kernel_path_record()
     return rec
 
 
@@ -192,10 +200,10 @@ def _mc_rows(insts: list[Instance], lls: list[float], strict: bool) -> list[dict
         ll = lls[i: i + len(conts)]
         i += len(conts)
         m = multiple_choice_example(ll, int(inst.gold or 0), conts, strict=strict)
-        rows.append({"doc_index": inst.doc_index, "doc_id": inst.doc_id, "native_index": inst.native_index,
-                     "shot_ids": inst.shot_ids, "prompt": inst.context, "continuations": conts,
-                     "loglikelihoods": ll, "prediction": m["pred"], "gold": inst.gold,
-                     **{k: v for k, v in m.items() if k != "pred"}, "notes": inst.notes})
+        rows.append(MCRow(doc_index=inst.doc_index, doc_id=inst.doc_id, native_index=inst.native_index,
+                          shot_ids=inst.shot_ids, prompt=inst.context, continuations=conts, loglikelihoods=ll,
+                          prediction=m["pred"], gold=inst.gold, acc=m["acc"], acc_norm=m["acc_norm"],
+                          notes=inst.notes).to_json())
     return rows
 
 
@@ -203,11 +211,11 @@ def _gen_rows(insts: list[Instance], outs: list[str]) -> list[dict[str, Any]]:
     rows = []
     for inst, out in zip(insts, outs):
         golds = inst.golds or []
-        rows.append({"doc_index": inst.doc_index, "doc_id": inst.doc_id, "native_index": inst.native_index,
-                     "shot_ids": inst.shot_ids, "prompt": inst.context, "until": inst.until,
-                     "max_gen_tokens": inst.max_gen_tokens, "prediction": out, "golds": golds,
-                     "exact_match": exact_match_example(out, golds), "f1": f1_example(out, golds),
-                     "notes": inst.notes})
+        rows.append(GenRow(doc_index=inst.doc_index, doc_id=inst.doc_id, native_index=inst.native_index,
+                           shot_ids=inst.shot_ids, prompt=inst.context, until=inst.until,
+                           max_gen_tokens=inst.max_gen_tokens, prediction=out, golds=golds,
+                           exact_match=exact_match_example(out, golds), f1=f1_example(out, golds),
+                           notes=inst.notes).to_json())
     return rows
 
 
@@ -253,11 +261,13 @@ def task_metrics(task: TaskSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_record: dict[str, Any],
-              show_progress: bool = True,
+              show_progress: bool = True, run_plan: dict[str, Any] | None = None,
               resources: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Evaluate every task and write the run directory; returns the results.json content."""
+    """Evaluate every task and write the run directory; returns the results.json content.
+
+    The new samples and results.json replace the previous ones only once every task has finished (see
+    :class:`jbench.results.StagedRun`), so a failed rerun leaves the earlier results as they were."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESULTS_FILE).unlink(missing_ok=True)  # a stale results.json must never outlive a new run
     for tmp in run_dir.glob(".*.tmp"):  # temp files of atomic writes a killed run left behind
         tmp.unlink(missing_ok=True)
     chunk = chunk_docs()
@@ -283,18 +293,23 @@ def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_rec
         data[task.name] = [asdict(f) for f in val.files + (train.files if train else [])]
         notes += [f"{task.name}: {n}" for n in val.notes + (train.notes if train else [])]
         prepared.append((tr, insts))
-    with TaskProgress(enabled=show_progress) as progress:
-        for tr, insts in prepared:
-            task = tr.task
-            t0 = time.perf_counter()
-            tick = progress.task(task.name, len(insts))
-            rows = score_task(scorer, task, insts, tick, chunk_size=chunk)
-            write_jsonl(samples_path(run_dir, task.name), rows)
-            results[task.name] = task_metrics(task, rows)
-            versions[task.name] = task.version_number
-            n_samples[task.name] = len(rows)
-            truncated[task.name] = _count_truncated(scorer, insts)
-            timings[task.name] = round(time.perf_counter() - t0, 3)
+    staged = StagedRun(run_dir)
+    try:
+        with TaskProgress(enabled=show_progress) as progress:
+            for tr, insts in prepared:
+                task = tr.task
+                t0 = time.perf_counter()
+                tick = progress.task(task.name, len(insts))
+                rows = score_task(scorer, task, insts, tick, chunk_size=chunk)
+                staged.write_samples(task.name, rows)
+                results[task.name] = task_metrics(task, rows)
+                versions[task.name] = task.version_number
+                n_samples[task.name] = len(rows)
+                truncated[task.name] = _count_truncated(scorer, insts)
+                timings[task.name] = round(time.perf_counter() - t0, 3)
+    except BaseException:
+        staged.discard()  # the previous results stay as they were; finished answers are in the request cache
+        raise
     scoring_s = sum(timings.values())
     if resources is not None:
         res = {**model_record.get("resources", {}), **resources()}
@@ -327,5 +342,7 @@ def run_tasks(scorer: Scorer, settings: RunSettings, run_dir: Path, *, model_rec
         "notes": notes,
         "timings": {"tasks_s": timings, "total_s": round(time.perf_counter() - t_run, 3)},
     }
-    write_json(run_dir / RESULTS_FILE, record)
+    if run_plan is not None:
+        record["plan"] = run_plan  # what was asked: a later `compare` reuses this run only if it asked the same
+    staged.publish(record)
     return record

@@ -34,6 +34,7 @@ from jbench import __version__
 from jbench.data import DATASETS, load_split
 from jbench.errors import DataError, ModelError, TaskError
 from jbench.models.load import ModelSpec, load_scorer
+from jbench.records import GenRow, MCRow
 from jbench.results import RESULTS_FILE, samples_path, write_json, write_jsonl
 
 __all__ = [
@@ -385,11 +386,11 @@ def mc_row(task: LeaderboardTask, s: dict[str, Any]) -> dict[str, Any]:
     lls = [float(r[0]) for r in s["filtered_resps"]]
     conts = [str(a[1]) for a in args]
     pred = max(range(len(lls)), key=lambda i: (lls[i], -i)) if lls else None
-    return {"doc_index": int(s["doc_id"]), "doc_id": _doc_id(task, s), "prompt": args[0][0] if args else "",
-            "continuations": conts, "loglikelihoods": lls, "prediction": pred,
-            "gold": _gold_index(s["target"], [c.removeprefix("\n") for c in conts]),
-            "acc": float(s["acc"]), "is_greedy": [bool(r[1]) for r in s["filtered_resps"]],
-            "filter": s.get("filter"), "lm_eval_prompt_hash": s.get("prompt_hash")}
+    return MCRow(doc_index=int(s["doc_id"]), doc_id=_doc_id(task, s), prompt=args[0][0] if args else "",
+                 continuations=conts, loglikelihoods=lls, prediction=pred,
+                 gold=_gold_index(s["target"], [c.removeprefix("\n") for c in conts]), acc=float(s["acc"]),
+                 extra={"is_greedy": [bool(r[1]) for r in s["filtered_resps"]], "filter": s.get("filter"),
+                        "lm_eval_prompt_hash": s.get("prompt_hash")}).to_json()
 
 
 def gen_row(task: LeaderboardTask, s: dict[str, Any], max_gen_toks: int) -> dict[str, Any]:
@@ -399,11 +400,11 @@ def gen_row(task: LeaderboardTask, s: dict[str, Any], max_gen_toks: int) -> dict
     resps = s.get("resps") or [[None]]
     target = s["target"]
     golds = [str(g) for g in target] if isinstance(target, list) else [str(target)]
-    return {"doc_index": int(s["doc_id"]), "doc_id": _doc_id(task, s), "prompt": ctx,
-            "until": gen_kwargs.get("until"), "max_gen_tokens": int(gen_kwargs.get("max_gen_toks", max_gen_toks)),
-            "prediction": s["filtered_resps"][0], "raw_prediction": (resps[0] or [None])[0], "golds": golds,
-            "exact_match": float(s["exact_match"]), "filter": s.get("filter"),
-            "lm_eval_prompt_hash": s.get("prompt_hash")}
+    return GenRow(doc_index=int(s["doc_id"]), doc_id=_doc_id(task, s), prompt=ctx, until=gen_kwargs.get("until"),
+                  max_gen_tokens=int(gen_kwargs.get("max_gen_toks", max_gen_toks)),
+                  prediction=s["filtered_resps"][0], golds=golds, exact_match=float(s["exact_match"]),
+                  extra={"raw_prediction": (resps[0] or [None])[0], "filter": s.get("filter"),
+                         "lm_eval_prompt_hash": s.get("prompt_hash")}).to_json()
 
 
 def _sample_rows(task: LeaderboardTask, samples: list[dict[str, Any]], output_type: str,

@@ -4,6 +4,10 @@ A task is data: ``{family}-{version}-{prompt_version}`` (e.g. ``jcommonsenseqa-1
 templates and settings. The engine never branches on a task name; adding a prompt version is a YAML edit.
 Merge order for one task: family ``defaults`` < version ``defaults`` < family ``prompts[pv]`` < version
 ``prompts[pv]`` (``vars`` dicts merge key by key).
+
+Every name must also have a row in its family's ``reference`` table: either where it comes from in JP-stable
+(``exists``: the reference commits that register the name; ``follows``: the commits whose rendering jbench
+reproduces) or ``origin: jbench`` with a ``why``. A name jbench invents can then never pass for a reference one.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from jbench.errors import TaskError
 
 OutputType = Literal["multiple_choice", "generate_until"]
 Sampler = Literal["random", "stratified", "none"]
+Origin = Literal["reference", "jbench"]
 
 # Keys a merged task may hold; anything else in a YAML file is a typo and is refused.
 _KNOWN_KEYS = {
     "doc_id", "choices", "gold", "golds", "target", "description", "doc_to_text", "fewshot_sep", "until",
-    "sampler", "metrics", "vars", "derived", "strict", "fewshot_fit",
+    "sampler", "metrics", "vars", "derived", "strict", "fewshot_fit", "default_system_prompt",
 }
+# Keys of a row of a family's ``reference`` table (one row per task name, keyed "{version}-{pv}").
+_REFERENCE_KEYS = {"origin", "exists", "follows", "why"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,20 @@ class TaskSpec:
     vars: dict[str, Any] = field(default_factory=dict)
     derived: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    # The ``SYSTEM_PROMPT`` default of the reference era this name follows (None: jbench.prompts' HEAD default).
+    # jnli-1.1-0.6 only ever existed with Llama-2's English default, so it carries that text.
+    default_system_prompt: str | None = None
+    # "reference": the name exists in JP-stable; "jbench": a jbench addition (no reference counterpart).
+    origin: Origin = "reference"
+    # Reference commits that register this name ("" for jbench additions), and those whose rendering jbench
+    # reproduces for it (the era it follows); for additions ``follows`` says why the name exists.
+    era: str = ""
+    follows: str = ""
+
+    @property
+    def is_reference(self) -> bool:
+        """False for jbench additions, which ``jbench tasks`` marks so they are not taken for JP-stable names."""
+        return self.origin == "reference"
 
     @property
     def version_number(self) -> float:
@@ -109,6 +130,7 @@ def _build_family(path: Path) -> dict[str, TaskSpec]:
             raise TaskError(f"task file lacks the required key {key!r}", where=where)
     family = raw["family"]
     fam_prompts: dict[str, dict] = {str(k): v or {} for k, v in (raw.get("prompts") or {}).items()}
+    reference: dict[str, dict] = {str(k): v or {} for k, v in (raw.get("reference") or {}).items()}
     out: dict[str, TaskSpec] = {}
     for version, vdef in raw["versions"].items():
         version, vdef = str(version), vdef or {}
@@ -128,6 +150,7 @@ def _build_family(path: Path) -> dict[str, TaskSpec]:
                 missing += [k for k in ("golds", "until") if k not in merged]
             if missing:
                 raise TaskError(f"task {name} lacks {missing}", where=where)
+            ref = _reference_row(reference, f"{version}-{pv}" if pv else version, name, where)
             out[name] = TaskSpec(
                 name=name, family=family, version=version, prompt_version=pv, dataset=raw["dataset"],
                 output_type=raw["output_type"], default_shots=int(raw.get("default_shots", 0)),
@@ -138,8 +161,34 @@ def _build_family(path: Path) -> dict[str, TaskSpec]:
                 until=merged.get("until"), strict=bool(merged.get("strict", False)),
                 fewshot_fit=bool(merged.get("fewshot_fit", False)), vars=dict(merged.get("vars", {})),
                 derived=dict(merged.get("derived", {})), source=path.name,
+                default_system_prompt=merged.get("default_system_prompt"), origin=ref["origin"],
+                era=str(ref.get("exists", "")), follows=str(ref.get("follows") or ref.get("why", "")),
             )
+    stale = set(reference) - {t.name.removeprefix(f"{family}-") if t.prompt_version else t.version
+                              for t in out.values()}
+    if stale:
+        raise TaskError(f"reference table rows {sorted(stale)} name no task of {family}", where=where)
     return out
+
+
+def _reference_row(table: dict[str, dict], key: str, name: str, where: str) -> dict[str, Any]:
+    """The provenance row of one task name; a name without one is refused (it must say where it comes from)."""
+    if key not in table:
+        raise TaskError(f"task {name} has no row {key!r} in the family's reference table", where=where,
+                        fix="add `origin: jbench` with a `why`, or the JP-stable commits (`exists`, `follows`)")
+    row = {"origin": "reference", **table[key]}
+    unknown = set(row) - _REFERENCE_KEYS
+    if unknown:
+        raise TaskError(f"unknown key(s) {sorted(unknown)} in reference row {key!r}", where=where,
+                        fix=f"use only: {', '.join(sorted(_REFERENCE_KEYS))}")
+    if row["origin"] == "reference" and not (row.get("exists") and row.get("follows")):
+        raise TaskError(f"reference row {key!r} needs `exists` and `follows`", where=where)
+    if row["origin"] == "jbench" and not row.get("why"):
+        raise TaskError(f"reference row {key!r} (a jbench addition) needs a `why`", where=where)
+    if row["origin"] not in ("reference", "jbench"):
+        raise TaskError(f"reference row {key!r}: origin must be reference or jbench, not {row['origin']!r}",
+                        where=where)
+    return row
 
 
 @dataclass(frozen=True)
@@ -182,8 +231,10 @@ def families() -> dict[str, Family]:
 def resolve_task(name: str, prompt_version: str | None = None) -> TaskSpec:
     """A full name (``jnli-1.3-0.4``), or a family name with an optional prompt version.
 
-    A bare family name (``jcommonsenseqa``) means what the reference's plain name meant (e.g. 1.1-0.1); with a
-    prompt version it means the family's default (published-era) task version at that prompt version.
+    A bare family name means what the same plain name means at JP-stable HEAD effdbea (``plain_name``: e.g.
+    ``jnli`` is jnli-1.3-0.2, ``jaqket_v2`` is jaqket_v2-0.2-0.1), so a name typed into both harnesses runs the
+    same task. With a prompt version it means the family's ``default_version`` (the published-results era, e.g.
+    jnli-1.1) at that prompt version: that is what the default suite and the model presets run.
     """
     tasks, fams = all_tasks(), families()
     if name in tasks and (prompt_version is None or tasks[name].prompt_version in ("", prompt_version)):

@@ -35,7 +35,11 @@ def run_gate(out_dir: Path, data_dir: Path) -> Path:
 
 
 def main() -> int:
-    """Regenerate the committed baseline (``--update``) from the real data in $JBENCH_DATA_DIR."""
+    """``--update``: regenerate the committed baseline from the real data in $JBENCH_DATA_DIR.
+
+    ``--run OUT DATA [--threads N]``: evaluate the gate into ``OUT/ci-tiny`` in this process (used by
+    tests/test_gate.py to make runs under another CPU kernel path: ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS and
+    ONEDNN_MAX_CPU_ISA are read when torch loads, so they need a fresh process)."""
     import os
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -44,6 +48,15 @@ def main() -> int:
     from jbench.baseline import save_baseline
     from jbench.data import sample_data_dir
 
+    if "--run" in sys.argv:
+        i = sys.argv.index("--run")
+        out, data = Path(sys.argv[i + 1]), Path(sys.argv[i + 2])
+        if "--threads" in sys.argv:
+            import torch
+
+            torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
+        print(run_gate(out, data))
+        return 0
     if "--update" not in sys.argv:
         print(__doc__)
         return 2

@@ -131,7 +131,7 @@ def test_sums_are_sequential_not_compensated() -> None:
 
 
 def _mc_rows(golds: list[int], preds: list[int]) -> list[dict]:
-    return [{"gold": g, "pred": p, "acc": int(g == p), "acc_norm": int(g == p)} for g, p in zip(golds, preds)]
+    return [{"gold": g, "prediction": p, "acc": int(g == p), "acc_norm": int(g == p)} for g, p in zip(golds, preds)]
 
 
 def test_balanced_acc_hand_computed_and_sklearn() -> None:
@@ -400,8 +400,8 @@ def test_squad_aggregation_scale_and_published_value() -> None:
 
 def test_squad_aggregation_from_text_and_duplicate_ids() -> None:
     rows = [
-        {"id": "q1", "pred": "東京", "golds": ["東京"]},
-        {"id": "q2", "pred": "大阪", "golds": ["東京"]},
+        {"id": "q1", "prediction": "東京", "golds": ["東京"]},
+        {"id": "q2", "prediction": "大阪", "golds": ["東京"]},
     ]
     assert aggregate("exact_match", rows).value == 50.0
     # the reference keys predictions by id: with a repeated id, the last prediction is scored for both

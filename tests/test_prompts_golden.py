@@ -39,6 +39,15 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 ALPACA_DESC = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
 DEFAULT_SYSTEM_PROMPT = "あなたは役立つアシスタントです。"
 LLAMA2_DESC = "<s>[INST] <<SYS>>\nあなたは役立つアシスタントです。\n<</SYS>>\n\n"
+# jnli-1.1-0.6 only existed (c517f0e..6af55ef) before a759835 made the default Japanese: Llama-2's English default,
+# JNLIWithLlama2.DEFAULT_SYSTEM_PROMPT at c517f0e (two spaces after "safe.", a blank line inside).
+LLAMA2_EN_DESC = (
+    "<s>[INST] <<SYS>>\nYou are a helpful, respectful and honest assistant. Always answer as helpfully as possible, "
+    "while being safe.  Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or "
+    "illegal content. Please ensure that your responses are socially unbiased and positive in nature.\n\nIf a "
+    "question does not make any sense, or is not factually coherent, explain why instead of answering something not "
+    "correct. If you don't know the answer to a question, please don't share false information.\n<</SYS>>\n\n"
+)
 LLAMA2_SEP = " </s><s>[INST] "
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,7 +314,7 @@ _JNLI_ROWS = {
         "0.5": ("ユーザー: 与えられた前提と仮説の関係を回答してください。出力は以下から選択してください：\nentailment\n"
                 "contradiction\nneutral\nシステム: 分かりました。\n",
                 "ユーザー: 前提：男性が自転車に乗っている。\n仮説：人が乗り物に乗っている。\nシステム: ", "\n"),
-        "0.6": (LLAMA2_DESC,
+        "0.6": (LLAMA2_EN_DESC,
                 "与えられた前提と仮説の関係を回答してください。\n\n出力は以下から選択してください：\nentailment\ncontradiction\n"
                 "neutral\n\n前提：男性が自転車に乗っている。\n仮説：人が乗り物に乗っている。 [/INST] ", LLAMA2_SEP),
     },
@@ -501,14 +510,25 @@ def char_encode(s: str) -> list[int]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_task_names_include_the_47_reference_tasks() -> None:
-    """All 47 JP-stable names exist. Extra tasks are allowed only as jbench additions whose prompt version is not
-    a JP-stable number (e.g. "youri-chat"), so they cannot be mistaken for a reference prompt."""
-    assert len(EXPECTED_NAMES) == 47
+# Golden names that no JP-stable commit registers (checked against TASK_REGISTRY at every jp-stable commit that
+# touched lm_eval/tasks): JSQuAD 1.2 (bca52e7) has no 0.1 class, and 0.6 (c517f0e) came after JAQKET v2 0.1 was
+# replaced by 0.2 (5921154).
+JBENCH_NUMBERED = {"jsquad-1.2-0.1", "jaqket_v2-0.1-0.6"}
+REFERENCE_NAMES = sorted(set(EXPECTED_NAMES) - JBENCH_NUMBERED)
+
+
+def test_task_names_include_the_45_reference_tasks() -> None:
+    """All 45 JP-stable names of these families exist (jnli-1.2-*, which lived 2023-10-19..25 only, excepted), as
+    origin "reference". Every other name is marked origin "jbench": the two numbered ones above, and those whose
+    prompt version is not a JP-stable number (e.g. "youri-chat")."""
+    assert len(EXPECTED_NAMES) == 47 and len(REFERENCE_NAMES) == 45
     tasks = all_tasks()
     assert set(EXPECTED_NAMES) <= set(tasks)
-    for name in set(tasks) - set(EXPECTED_NAMES):
-        assert not re.fullmatch(r"[0-9.]*", tasks[name].prompt_version), name
+    assert {n for n, t in tasks.items() if t.origin == "reference"} == set(REFERENCE_NAMES)
+    for name in set(tasks) - set(REFERENCE_NAMES):
+        assert tasks[name].origin == "jbench", name
+        if name not in JBENCH_NUMBERED:
+            assert not re.fullmatch(r"[0-9.]*", tasks[name].prompt_version), name
 
 
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
@@ -727,7 +747,9 @@ LLAMA_NAMES = [n for n in NAMES if n.endswith("-0.6")]
 
 @pytest.mark.parametrize("name", LLAMA_NAMES)
 def test_system_prompt_default(name: str) -> None:
-    assert render_description(resolve_task(name)) == "<s>[INST] <<SYS>>\nあなたは役立つアシスタントです。\n<</SYS>>\n\n"
+    """The default of the era the task version existed in: English before a759835 (jnli-1.1-0.6 only)."""
+    expected = LLAMA2_EN_DESC if name == "jnli-1.1-0.6" else LLAMA2_DESC
+    assert render_description(resolve_task(name)) == expected
 
 
 @pytest.mark.parametrize("name", LLAMA_NAMES)

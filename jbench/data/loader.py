@@ -187,8 +187,9 @@ def _with_size(mismatch: str | None, fs: FileSpec, data: bytes) -> str | None:
 def _refuse_or_keep(check: FileCheck, where: Path, allow_mismatch: bool) -> None:
     if check.mismatch is not None and not allow_mismatch:
         raise DataError(f"checksum mismatch: {check.mismatch}", where=str(where),
-                        fix="re-download it (`jbench data --download NAME --force`), or pass allow_mismatch / "
-                            "--allow-data-mismatch to use it anyway (the mismatch is recorded in the results)")
+                        fix="re-download it (`jbench data --download NAME --force`), or pass --allow-data-mismatch "
+                            "(eval, compare, prompts) to use it anyway: the mismatch is recorded in the results "
+                            "and every number from it is marked ‡")
 
 
 def _check_count(check: FileCheck, n: int, where: Path, allow_mismatch: bool) -> str | None:
@@ -200,7 +201,8 @@ def _check_count(check: FileCheck, n: int, where: Path, allow_mismatch: bool) ->
     if allow_mismatch:
         return text
     raise DataError(f"record count mismatch: got {n:,} records, expected {want}", where=str(where),
-                    fix="the file is incomplete or a different version; re-download it or pass allow_mismatch")
+                    fix="the file is incomplete or a different version; re-download it, or pass "
+                        "--allow-data-mismatch to use it anyway (its numbers are then marked ‡)")
 
 
 def _load_file(spec: DatasetSpec, fs: FileSpec, data_dir: Path, manifest: dict[str, ManifestEntry],

@@ -47,9 +47,20 @@ class ModelSpec:
         return self.model in (None, TINY)
 
     def slug(self) -> str:
-        """A filesystem-friendly run-name stem: ``<model>-<variant>``."""
-        base = TINY if self.is_tiny else Path(str(self.model).rstrip("/")).name or str(self.model)
-        return f"{base.replace('/', '_')}-{self.variant}"
+        """A filesystem-friendly default run name: ``<model>-<variant>``.
+
+        A local model also gets a short hash of its absolute path (``<folder>-<hash>-<variant>``): two models in
+        folders with the same name must never share a run directory, or the second overwrites the first."""
+        if self.is_tiny:
+            return f"{TINY}-{self.variant}"
+        raw = str(self.model).rstrip("/")
+        local = Path(raw)
+        if local.exists():
+            digest = hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:6]
+            base = f"{local.resolve().name or 'model'}-{digest}"
+        else:  # a hub id: owner/name is already unique
+            base = raw
+        return f"{base.replace('/', '_').replace(':', '_')}-{self.variant}"
 
 
 def register_variant(name: str, module: str, extra: str | None) -> None:
@@ -99,7 +110,14 @@ def load_scorer(spec: ModelSpec) -> tuple[Scorer, dict[str, Any]]:
     path = resolve_model_path(spec)
     use_fast = False if spec.is_tiny and spec.use_fast is None else spec.use_fast
     loader: Callable[..., Scorer] = getattr(module, "load_variant")
-    scorer = loader(path, spec, use_fast=use_fast)
+    try:
+        scorer = loader(path, spec, use_fast=use_fast)
+    except (OSError, ValueError, RuntimeError, EOFError) as err:
+        # a damaged or incompatible checkpoint (torn download, wrong format, missing shard) is the user's to fix;
+        # JBenchErrors raised by the backend pass through unchanged
+        raise ModelError(f"cannot load the model as {spec.variant}: {type(err).__name__}: {str(err)[:500]}",
+                         where=path, fix="check that the path holds a complete checkpoint of a causal LM (download "
+                                         "or save it again), or run with --verbose and see <run>/log.txt") from err
     record = {
         "model": "tiny (embedded)" if spec.is_tiny else spec.model,
         "model_path": path,
@@ -112,12 +130,20 @@ def load_scorer(spec: ModelSpec) -> tuple[Scorer, dict[str, Any]]:
         "trust_remote_code": spec.trust_remote_code,
         "revision": spec.revision,
         "max_length": scorer.max_length,
-        "tokenizer": getattr(scorer.tokenizer, "kind", type(scorer.tokenizer).__name__),
+        "tokenizer": tokenizer_identity(scorer.tokenizer),
         "weights_fingerprint": weights_fingerprint(Path(path)),
         "quantization": getattr(scorer, "quantization", None),
         "spec": asdict(spec),
     }
     return scorer, record
+
+
+def tokenizer_identity(tok: Any) -> dict[str, Any]:
+    """``config.tokenizer`` of results.json: the identity of the tokenizer that built every request."""
+    ident = getattr(tok, "identity", None)
+    if callable(ident):
+        return ident()
+    return {"class": type(tok).__name__, "kind": getattr(tok, "kind", None)}
 
 
 def model_args_string(spec: ModelSpec, path: str, use_fast: bool | None) -> str:

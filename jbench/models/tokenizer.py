@@ -88,6 +88,56 @@ class HarnessTokenizer(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r}, name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size})"
 
+    @abstractmethod
+    def _vocab_bytes(self) -> bytes:
+        """A canonical serialisation of the vocabulary (what maps text pieces to ids)."""
+
+    @abstractmethod
+    def _specials_bytes(self) -> bytes:
+        """A canonical serialisation of the special / added tokens and how they are handled."""
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the ids a text becomes: stored in results.json (``config.tokenizer``) so that ``compare`` and
+        ``check`` can refuse to set runs side by side whose tokenizers differ (a tokenizer change is not a
+        quantization or model effect)."""
+        import hashlib
+
+        return {"class": self.class_name, "kind": self.kind, "vocab_size": int(self.vocab_size),
+                "vocab_sha256": hashlib.sha256(self._vocab_bytes()).hexdigest(),
+                "special_tokens_sha256": hashlib.sha256(self._specials_bytes()).hexdigest()}
+
+    @property
+    def class_name(self) -> str:
+        return type(self).__name__
+
+
+#: fields of :meth:`HarnessTokenizer.identity` that must agree for two runs to be comparable
+IDENTITY_FIELDS = ("class", "kind", "vocab_size", "vocab_sha256", "special_tokens_sha256")
+
+
+def identity_diff(a: Any, b: Any) -> list[str]:
+    """The identity fields on which two runs' tokenizers differ (``[]``: same tokenizer).
+
+    ``a``/``b`` are ``config.tokenizer`` values from results.json. Runs written before identities were recorded
+    hold a bare kind string (``"sentencepiece"``); it is compared as ``{"kind": ...}`` and any missing field is
+    reported as unknown, so an old run is never silently taken as like-for-like."""
+    def norm(x: Any) -> dict[str, Any]:
+        if isinstance(x, dict):
+            return x
+        return {"kind": x} if isinstance(x, str) else {}
+
+    da, db = norm(a), norm(b)
+    out = []
+    for f in IDENTITY_FIELDS:
+        va, vb = da.get(f), db.get(f)
+        if va is None or vb is None:
+            if va != vb or va is None:
+                out.append(f"tokenizer.{f}: {va if va is not None else 'unknown'} vs "
+                           f"{vb if vb is not None else 'unknown'}")
+        elif va != vb:
+            out.append(f"tokenizer.{f}: {va} vs {vb}")
+    return out
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # sentencepiece (reference "slow" tokenization)
@@ -167,6 +217,19 @@ class SentencePieceTokenizer(HarnessTokenizer):
         self.unk_token_id = self._named_id(cfg, special_tokens_map, "unk_token", self.sp.unk_id())
         self.pad_token_id = self._named_id(cfg, special_tokens_map, "pad_token", self.sp.pad_id())
         self._t5_decode = self.tokenizer_class.startswith("T5")
+
+    @property
+    def class_name(self) -> str:
+        return f"{self.tokenizer_class or 'SentencePiece'} (sentencepiece)"
+
+    def _vocab_bytes(self) -> bytes:
+        return bytes(self.sp.serialized_model_proto()) + f"|extra_ids={self.extra_ids}".encode()
+
+    def _specials_bytes(self) -> bytes:
+        rows = sorted((t.content, t.id, t.lstrip, t.rstrip, t.special, t.in_base_vocab) for t in self.specials.values())
+        named = (self.eos_token_id, self.bos_token_id, self.unk_token_id, self.pad_token_id)
+        rules = (self.legacy, self.clean_up_tokenization_spaces, self.do_lower_case)
+        return json.dumps([rows, named, rules], ensure_ascii=False).encode()
 
     # -- construction helpers ------------------------------------------------------------------------------------
 
@@ -386,6 +449,23 @@ class HFTokenizer(HarnessTokenizer):
 
     def __repr__(self) -> str:  # the dataclass repr would print the whole vocabulary
         return HarnessTokenizer.__repr__(self)
+
+    @property
+    def class_name(self) -> str:
+        return type(self.tok).__name__
+
+    def _vocab_bytes(self) -> bytes:
+        get_vocab = getattr(self.tok, "get_vocab", None)
+        vocab = get_vocab() if callable(get_vocab) else {}
+        return json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False).encode()
+
+    def _specials_bytes(self) -> bytes:
+        added = getattr(self.tok, "added_tokens_decoder", {}) or {}
+        rows = sorted((int(i), str(getattr(t, "content", t)), bool(getattr(t, "lstrip", False)),
+                       bool(getattr(t, "rstrip", False)), bool(getattr(t, "special", False)))
+                      for i, t in added.items())
+        named = (self.eos_token_id, self.bos_token_id)
+        return json.dumps([rows, named, self.clean_up_tokenization_spaces], ensure_ascii=False).encode()
 
 
 def _maybe_int(x: Any) -> int | None:

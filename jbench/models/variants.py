@@ -20,6 +20,33 @@ QUANTIZED_VARIANTS: dict[str, tuple[str, str]] = {
 }
 
 
+#: variant -> importable modules its backend needs (checked before any weights load, without importing them)
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "gptq": ("gptqmodel", "optimum"),
+    "awq": ("gptqmodel",),
+    "bnb4": ("bitsandbytes",),
+    "bnb8": ("bitsandbytes",),
+    "int8": ("torchao",),
+    "int4": ("torchao",),
+    "gguf": ("llama_cpp",),
+}
+
+
+def missing_modules(variant: str) -> list[str]:
+    """The modules ``variant`` needs that are not installed (found by ``importlib.util.find_spec``, no import)."""
+    import importlib.util
+
+    out = []
+    for mod in REQUIRES.get(variant, ()):
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append(mod)
+    return out
+
+
 def register_all() -> None:
     for name, (module, extra) in QUANTIZED_VARIANTS.items():
         register_variant(name, module, extra)

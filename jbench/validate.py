@@ -1,0 +1,216 @@
+"""One validation step before any weights load, shared by ``eval``, ``compare`` and ``--dry-run``.
+
+Why: loading a 70B model takes minutes and a run takes hours, so every mistake a user can make must surface
+before that cost is paid, all of them at once (fixing one should not cost a model load to learn of the next).
+Each ``check_*`` returns the problems it found as :class:`~jbench.errors.JBenchError` values; :func:`validate_plan`
+runs them all and raises one :class:`~jbench.errors.InputErrors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jbench.errors import DataError, InputErrors, JBenchError, ModelError, StoreError, TaskError
+
+if TYPE_CHECKING:
+    from jbench.runner import RunPlan
+
+#: free space the run directory needs at least (request cache, samples); a full disk mid-run wastes hours
+MIN_FREE_BYTES = 64 << 20
+_DEVICE_RE = re.compile(r"(cpu|cuda|mps|xpu)(?::(\d+))?")
+
+
+def check_limit(limit: float | None) -> list[JBenchError]:
+    if limit is None:
+        return []
+    if not limit > 0 or limit != limit:
+        return [TaskError(f"--limit must be positive, got {limit:g}", where=f"--limit {limit:g}",
+                          fix="give a number of documents (e.g. --limit 100) or a fraction below 1 (--limit 0.1)")]
+    return []
+
+
+def check_batch_size(batch_size: int | None) -> list[JBenchError]:
+    if batch_size is not None and batch_size < 1:
+        return [ModelError(f"--batch-size must be at least 1, got {batch_size}", where=f"--batch-size {batch_size}",
+                           fix="omit it (the size is chosen automatically) or give a positive integer")]
+    return []
+
+
+def check_device(device: str) -> list[JBenchError]:
+    """The device exists in this torch build and is visible (torch is imported only for a non-CPU device)."""
+    m = _DEVICE_RE.fullmatch(device)
+    if m is None:
+        return [ModelError(f"unknown device {device!r}", where=f"--device {device}",
+                           fix="use cpu, cuda, cuda:N (N = GPU index), mps or xpu")]
+    kind, index = m.group(1), m.group(2)
+    if kind == "cpu":
+        return [] if index in (None, "0") else [ModelError(f"there is only one cpu device, got {device!r}",
+                                                           where=f"--device {device}", fix="use --device cpu")]
+    import torch
+
+    if kind == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            return [ModelError(f"--device {device}: this torch build has no CUDA support (torch {torch.__version__})",
+                               where=f"--device {device}",
+                               fix="use --device cpu, or install a CUDA build of torch (make install TORCH_INDEX=...)")]
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return [ModelError(f"--device {device}: no CUDA device is visible", where=f"--device {device}",
+                               fix="check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu")]
+        if index is not None and int(index) >= count:
+            return [ModelError(f"--device {device}: only {count} CUDA device(s) are visible (0..{count - 1})",
+                               where=f"--device {device}", fix=f"use cuda:0 .. cuda:{count - 1}")]
+        return []
+    backend = getattr(torch.backends, kind, None) if kind == "mps" else getattr(torch, kind, None)
+    if backend is None or not backend.is_available():
+        return [ModelError(f"--device {device}: this machine or torch build has no {kind} device",
+                           where=f"--device {device}", fix="use --device cpu")]
+    return []
+
+
+def check_variant(variant: str) -> list[JBenchError]:
+    """Known variant, and its backend's packages installed (looked up without importing them)."""
+    from jbench.models.load import VARIANTS
+    from jbench.models.variants import QUANTIZED_VARIANTS, missing_modules
+
+    if variant not in VARIANTS:
+        return [ModelError(f"unknown variant {variant!r}", where=f"--variant {variant}",
+                           fix=f"choose one of: {', '.join(VARIANTS)}")]
+    missing = missing_modules(variant)
+    if missing:
+        extra = QUANTIZED_VARIANTS.get(variant, ("", "quant"))[1]
+        return [ModelError(f"the {variant} variant needs {', '.join(missing)}, which is not installed",
+                           where=f"variant {variant}", fix=f'make install EXTRAS=...,{extra} (or pip install '
+                                                           f'"jbench[{extra}]")')]
+    return []
+
+
+def check_weights(model_path: str) -> list[JBenchError]:
+    """A local checkpoint's safetensors files are complete: header readable, data as long as it declares.
+
+    Why: a truncated download otherwise surfaces as a library traceback after the other shards have loaded."""
+    p = Path(model_path)
+    files = [p] if p.is_file() and p.suffix == ".safetensors" else sorted(p.glob("*.safetensors")) if p.is_dir() else []
+    out: list[JBenchError] = []
+    for f in files:
+        problem = _safetensors_problem(f)
+        if problem:
+            out.append(ModelError(f"the weights file is damaged: {problem}", where=str(f),
+                                  fix="download or save the checkpoint again (the file is incomplete or not a "
+                                      "safetensors file)"))
+    return out
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than a safetensors header"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8 or n > 100 << 20:
+                return f"header length {n} does not fit in a {size}-byte file"
+            header = json.loads(fh.read(n))
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    except (ValueError, UnicodeDecodeError):
+        return "its header is not valid JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    end = max((int(v["data_offsets"][1]) for k, v in header.items()
+               if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)
+               and len(v["data_offsets"]) == 2), default=0)
+    if 8 + n + end > size:
+        return f"{size} bytes, but its header describes {8 + n + end} bytes (truncated)"
+    return None
+
+
+def check_output_dir(run_dir: Path) -> list[JBenchError]:
+    """The run directory can be created and written, with room for the cache and samples."""
+    base = run_dir
+    while not base.exists() and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        return [StoreError(f"the output path {base} is not a directory", where=str(run_dir),
+                           fix="choose another --output-dir")]
+    target = run_dir if run_dir.is_dir() else base
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".jbench-write-test.", dir=target)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        return [StoreError(f"the output directory is not writable ({err.strerror or err})", where=str(target),
+                           fix="choose a writable --output-dir")]
+    free = shutil.disk_usage(target).free
+    if free < MIN_FREE_BYTES:
+        return [StoreError(f"only {free >> 20} MiB free where the run would be stored (at least "
+                           f"{MIN_FREE_BYTES >> 20} MiB needed for the request cache and samples)", where=str(target),
+                           fix="free some disk space or choose another --output-dir")]
+    return []
+
+
+def check_tasks_data(plan: "RunPlan") -> list[JBenchError]:
+    """Every data file of every requested task is present and verified, and every shot count can be drawn."""
+    from jbench.data import load_split
+    from jbench.tasks import resolve_task
+
+    out: list[JBenchError] = []
+    ddir = Path(plan.data_dir)
+    seen: dict[tuple[str, str], Any] = {}
+
+    def load(dataset: str, split: str) -> Any:
+        key = (dataset, split)
+        if key not in seen:
+            try:
+                seen[key] = load_split(dataset, split, ddir, allow_mismatch=plan.allow_data_mismatch)
+            except DataError as err:
+                seen[key] = err
+                out.append(err)
+        return seen[key]
+
+    for name, k in zip(plan.tasks, plan.num_fewshot):
+        task = resolve_task(name)
+        load(task.dataset, "validation")
+        if k < 0:
+            out.append(TaskError(f"--num-fewshot must be 0 or more, got {k} for {name}",
+                                 where=f"--num-fewshot {k}", fix="use 0 or a positive number of shots"))
+            continue
+        if k == 0:
+            continue
+        if task.sampler == "none":
+            out.append(TaskError(f"{name} is always 0-shot (it has no train split), but {k} shots were asked",
+                                 where=f"--num-fewshot {k}", fix=f"use 0 shots for {name}"))
+            continue
+        train = load(task.dataset, "train")
+        if not isinstance(train, JBenchError) and k > len(train.docs):
+            out.append(TaskError(f"{name}: {k} shots asked, but its shot split has only {len(train.docs)} documents",
+                                 where=f"--num-fewshot {k} ({ddir})",
+                                 fix=f"use at most {len(train.docs)} shots (the task's default is "
+                                     f"{task.default_shots})"))
+    return out
+
+
+def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenchError] | None = None) -> None:
+    """Run every check on a plan; raise one :class:`InputErrors` listing all problems (``problems`` are ones the
+    caller already found, e.g. while resolving task names)."""
+    found = list(problems or [])
+    m = plan.model
+    found += check_limit(plan.limit)
+    found += check_batch_size(m.get("batch_size"))
+    found += check_device(str(m.get("device") or "cpu"))
+    found += check_variant(str(m.get("variant") or "fp32"))
+    if m.get("model") not in (None, "tiny"):
+        found += check_weights(str(m["model"]))
+    if run_dir is not None:
+        found += check_output_dir(run_dir)
+    found += check_tasks_data(plan)
+    if found:
+        raise InputErrors(found)
