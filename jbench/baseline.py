@@ -158,7 +158,8 @@ def _run_machine(cfg: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(kp, dict):
         return kp
     libs = env.get("libraries") if isinstance(env.get("libraries"), dict) else {}
-    return {"cpu": None, "arch": env.get("machine"), "torch": libs.get("torch"), "num_threads": env.get("torch_num_threads"),
+    return {"cpu": None, "arch": env.get("machine"), "torch": libs.get("torch"),
+            "num_threads": env.get("torch_num_threads"),
             "env": env.get("env") if isinstance(env.get("env"), dict) else {}}
 
 
@@ -173,7 +174,7 @@ def describe_machine(rec: Any) -> str:
         if rec.get(key):
             parts.append(f"{label} {rec[key]}")
     if rec.get("num_threads") is not None:
-        parts.append(f"{rec['num_threads']} threads")
+        parts.append(f"{rec['num_threads']} thread" + ("" if rec["num_threads"] == 1 else "s"))
     env = rec.get("env") if isinstance(rec.get("env"), dict) else {}
     parts += [f"{k}={v}" for k, v in sorted(env.items())]
     return ", ".join(parts)
@@ -274,7 +275,8 @@ def check_run_shape(run: Run) -> None:
 
     def bad(field: str, want: str, got: Any) -> CheckInputError:
         return CheckInputError(f"malformed results.json: field `{field}` should be {want}, got {_type_name(got)}"
-                               + (f" ({got!r})" if not isinstance(got, (dict, list)) else ""), where=where, fix=_RERUN)
+                               + (f" ({got!r})" if not isinstance(got, (dict, list, type(None))) else ""),
+                               where=where, fix=_RERUN)
 
     data = run.data
     if not isinstance(data, dict):
@@ -305,6 +307,10 @@ def _load_run_checked(ref: str | os.PathLike[str]) -> Run:
     """:func:`load_run` plus a shape check: every way results.json can be unusable is one JBenchError."""
     try:
         run = load_run(ref)
+    except StoreError as err:
+        if err.fix:
+            raise
+        raise CheckInputError(err.what, where=err.where, fix=_RERUN) from err  # every message says what to do
     except (OSError, UnicodeDecodeError) as err:
         raise CheckInputError(f"cannot read the run's results.json: {err}", where=str(ref), fix=_RERUN) from err
     check_run_shape(run)
@@ -440,6 +446,12 @@ def save_baseline(run_ref: str | os.PathLike[str], name: str, *, baselines_dir: 
     if not run.results:
         raise BaselineError("the run has no results (field `results` is empty): nothing to save", where=where,
                             fix=_RERUN)
+    for task, res in run.results.items():
+        for key, value in res.items():
+            if _is_number(value) and not math.isfinite(value):
+                raise BaselineError(f"cannot save this run as a baseline: field `results.{task}.{key}` is {value!r} "
+                                    f"(a baseline must hold finite numbers)", where=where,
+                                    fix="rerun the evaluation (find why it produced a non-finite number), then save")
     doc = build_baseline(run, name, include_predictions=include_predictions)
     validate_baseline(doc, where, what="cannot save this run as a baseline",
                       fix="rerun the evaluation so that every task has finite metrics, then save again")

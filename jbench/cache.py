@@ -12,7 +12,9 @@ starts from an empty cache.
 Stored answers are verified, because a number read back from the cache is published as if it had been computed:
 every row carries ``sum`` = sha256(key + NUL + value text). A row whose checksum does not match, whose value is not
 valid JSON, or whose value has the wrong type for its request kind is a miss: the answer is recomputed, the row is
-rewritten, and :attr:`CachingScorer.corrupt` counts it (one warning line on stderr). Rows written before the
+rewritten, and :attr:`CachingScorer.corrupt` counts it (one warning line on stderr). The whole call it came in
+(one runner chunk) is recomputed with it, so that the batch -- and so every bit of the answer -- is the uninterrupted
+run's: recomputed alone, a loglikelihood differs in the 8th digit (other padding, other kernel blocking). Rows written before the
 checksum existed (``sum`` is NULL after the column is added to an old cache) cannot be verified and are treated the
 same way -- recomputed, not trusted -- but counted apart in :attr:`CachingScorer.unverified`.
 
@@ -243,6 +245,10 @@ class CachingScorer:
         self.corrupt += corrupt
         if corrupt:
             self._warn()
+        if bad or wrong_type:
+            # recompute the whole call, not just the bad rows: the runner calls once per fixed chunk, so this is
+            # the batch composition of the uninterrupted run, and the answers come back bit-identical to it
+            found = {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)

@@ -24,6 +24,17 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _global_options(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also show library warnings, logs and progress bars on stderr (they always go to "
+                                "<run>/log.txt). Accepted anywhere on the command line.")] = False) -> None:
+    """Options for every command (read early by ``main``; repeated here for --help and in-process callers)."""
+    from jbench.logs import setup
+
+    setup(verbose=verbose)
+
+
 DEFAULT_SUITE = ["jcommonsenseqa", "jnli", "marc_ja", "jsquad", "jaqket_v2", "xwinograd_ja"]
 DEFAULT_SHOTS = [3, 3, 3, 2, 1, 0]
 FALLBACK_PROMPT_VERSION = "0.3"
@@ -459,10 +470,11 @@ def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, 
     """Load the model, run (resuming from the run's cache), print the tables; shared by eval and compare.
 
     The run directory is held with an OS lock for the whole run, so two processes can never interleave in it."""
+    from jbench.logs import run_log
     from jbench.results import RunLock
 
     try:
-        with RunLock(run_dir, wait=wait):
+        with RunLock(run_dir, wait=wait), run_log(run_dir):  # library logs -> <run>/log.txt
             return _execute_plan(plan, run_dir, show_progress=show_progress, use_cache=use_cache)
     except KeyboardInterrupt as err:
         raise Interrupted("interrupted", where=str(run_dir)) from err
@@ -699,7 +711,8 @@ def compare_cmd(
 ) -> None:
     """Original vs quantized variants: runs (or reuses) every run and writes the paired comparison.
 
-    Per task and for the 4-/6-task averages: values, delta with a 95% paired bootstrap CI, McNemar exact p,
+    Per task and for the 4-/6-task averages: values, delta with a 95% paired CI (Tango score interval for right/
+    wrong metrics, paired bootstrap for F1-like ones, MOVER for averages), McNemar exact p,
     flips, agreement, choice-level KL, a TOST verdict at --margin, size / memory / load time / throughput and a
     collapse flag; as markdown (stdout), JSON, HTML and a PNG chart in the report directory.
     """
@@ -818,6 +831,12 @@ def table_cmd(runs: Annotated[list[str], typer.Argument(help="Run directories (o
 
 def main() -> None:
     """Console entry point: JBenchError -> one clear message and its exit code."""
+    from jbench.logs import setup
+
+    flags = [a for a in sys.argv[1:] if a in ("--verbose", "-v")]
+    setup(verbose=bool(flags))  # before any library is imported, so that import-time noise goes to the log too
+    if flags:  # a global option: typer takes it only before the command name
+        sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("--verbose", "-v")]
     try:
         app()
     except Interrupted as err:

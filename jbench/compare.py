@@ -2,8 +2,15 @@
 
 Runs are joined example by example (by ``doc_id``) and every statistic is paired (see :mod:`jbench.stats`).
 Before any number is computed the runs are checked to have scored *the same thing*: the same task versions and
-few-shot counts, the same documents, the same prompts, choices and gold answers. Anything else would make a
-"quantization loss" that is really a prompt or data difference, so it is an error, not a warning.
+few-shot counts, the same documents, the same prompts, choices and gold answers, and the same tokenizer (its
+identity in ``config.tokenizer``). Anything else would make a "quantization loss" that is really a prompt, data or
+tokenizer difference, so it is an error, not a warning (a tokenizer difference can be let through explicitly with
+``allow_tokenizer_mismatch=True``; the report then says so at the top).
+
+Intervals: right/wrong metrics get the continuity-corrected Tango score interval of the paired difference and a
+TOST on it (:func:`jbench.stats.tost_paired_binary`), other metrics the paired bootstrap and a paired t TOST, and
+the averages combine the per-task intervals (:func:`jbench.stats.mover_average`). Each row names its method
+(``ci_method``).
 
 Entry point: :func:`compare_runs` → :class:`ComparisonReport` (``to_markdown``, ``to_json``, ``write_html``,
 ``plot``).
@@ -33,8 +40,8 @@ if TYPE_CHECKING:
     import pandas
     from matplotlib.figure import Figure
 
-__all__ = ["AVERAGES", "ComparisonError", "ComparisonReport", "RunCard", "TaskComparison", "compare_runs",
-           "task_family"]
+__all__ = ["AVERAGES", "ComparisonError", "ComparisonReport", "RunCard", "TaskComparison", "TokenizerMismatchError",
+           "compare_runs", "task_family"]
 
 #: The published averages: name -> task families (prefix of the task name before the first "-").
 AVERAGES: dict[str, tuple[str, ...]] = {
@@ -47,6 +54,11 @@ MIN_N_CONSTANT_COLLAPSE = 20
 
 class ComparisonError(JBenchError):
     """The runs cannot be compared example by example (different tasks, documents or prompts)."""
+
+
+class TokenizerMismatchError(ComparisonError):
+    """A variant's requests were built by a different tokenizer than the original's (or one of the runs does not
+    record which): its differences would mix tokenization with quantization. Exit 2, like every input error."""
 
 
 def task_family(task: str) -> str:
@@ -73,6 +85,7 @@ class RunCard:
     peak_rss_mb: float | None = None
     load_s: float | None = None
     tokens_per_s: float | None = None
+    tokenizer: Any = None  # config.tokenizer: an identity dict, or a bare kind string in old runs
 
     @classmethod
     def from_run(cls, run: Run, label: str) -> "RunCard":
@@ -86,7 +99,7 @@ class RunCard:
         return cls(label=label, run=run.path.name, path=str(run.path), model=str(cfg.get("model", "?")),
                    variant=str(cfg.get("variant", "?")), dtype=str(cfg.get("dtype", "?")),
                    size_bytes=num("size_bytes"), peak_rss_mb=num("peak_rss_mb"), load_s=num("load_s"),
-                   tokens_per_s=num("tokens_per_s"))
+                   tokens_per_s=num("tokens_per_s"), tokenizer=cfg.get("tokenizer"))
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ class TaskComparison:
     collapsed: bool = False
     collapse_reason: str | None = None
     original_collapsed: bool = False
+    ci_method: str = stats.BOOTSTRAP_METHOD  # how ci_low/ci_high and the TOST interval were computed
 
     @property
     def verdict(self) -> str:
@@ -127,7 +141,7 @@ class TaskComparison:
 
     @property
     def significant(self) -> bool:
-        """The 95% paired CI excludes 0: the change is real (not resampling noise)."""
+        """The (1 − alpha) paired CI excludes 0: the change is real (not sampling noise)."""
         return self.ci_low > 0 or self.ci_high < 0
 
 
@@ -156,6 +170,8 @@ class ComparisonReport:
     iters: int
     seed: int
     notes: list[str] = field(default_factory=list)
+    #: variant label -> the tokenizer identity fields that differ from the original's (only with the override)
+    tokenizer_mismatches: dict[str, list[str]] = field(default_factory=dict)
 
     # ---- access ------------------------------------------------------------------------------------------
 
@@ -177,10 +193,14 @@ class ComparisonReport:
             rows.append(d)
         return _clean({
             "model": self.model,
+            "tokenizer_mismatch": self.tokenizer_mismatches,
             "settings": {"margin": self.margin, "alpha": self.alpha, "ci_level": 1 - self.alpha,
                          "bootstrap_iters": self.iters, "seed": self.seed,
-                         "ci_method": "paired percentile bootstrap over examples",
-                         "equivalence_test": "paired TOST (two one-sided t-tests on per-example differences)"},
+                         "ci_method": {"binary": stats.SCORE_METHOD, "other": stats.BOOTSTRAP_METHOD,
+                                       "average": stats.MOVER_METHOD},
+                         "equivalence_test": "TOST on the (1 - 2 alpha) interval of each row's ci_method "
+                                             "(paired t-interval for non-binary task rows)",
+                         "tokenizer_mismatch_allowed": bool(self.tokenizer_mismatches)},
             "original": asdict(self.original),
             "variants": [asdict(v) for v in self.variants],
             "tasks": self.tasks,
@@ -239,14 +259,15 @@ class ComparisonReport:
         return head, body
 
     def _comparison_table(self) -> tuple[list[str], list[list[str]]]:
-        head = ["task", "variant", "metric", "n", "original", "variant score", "Δ pts", "95% CI", "McNemar p",
-                "r→w", "w→r", "agree", "mean KL", "top-1 agree", f"TOST ±{self.margin:g}", "collapsed"]
+        head = ["task", "variant", "metric", "n", "original", "variant score", "Δ pts",
+                f"{100 * (1 - self.alpha):g}% CI", "CI method", "McNemar p", "r→w", "w→r", "agree", "mean KL",
+                "top-1 agree", f"TOST ±{self.margin:g}", "collapsed"]
         body = []
         for r in self.rows:
             body.append([
                 r.task, r.variant, r.metric, str(r.n), _pts(r.original), _pts(r.value),
                 _signed(r.delta) + ("*" if r.significant else ""),
-                f"[{_signed(r.ci_low)}, {_signed(r.ci_high)}]",
+                f"[{_signed(r.ci_low)}, {_signed(r.ci_high)}]", r.ci_method,
                 _p(r.mcnemar_p), _int(r.right_to_wrong), _int(r.wrong_to_right), _pct(r.agreement),
                 _kl(r.mean_kl), _pct(r.top_agreement), r.verdict,
                 (f"YES: {r.collapse_reason}" if r.collapsed else ("no" if r.kind == "task" else "")),
@@ -257,13 +278,17 @@ class ComparisonReport:
         pct = f"{100 * (1 - self.alpha):g}%"
         return [
             f"Scores in points (acc x 100, exact match 0-100). Δ = variant − original; * = the {pct} CI excludes 0.",
-            f"{pct} CI: paired percentile bootstrap over examples ({self.iters} resamples, seed {self.seed}); "
-            "averages resample each task's examples and average the task means.",
+            f"{pct} CI (CI method column): right/wrong metrics use Tango's score interval of the paired "
+            "difference with a continuity correction (CC), valid at small n and when no answer changed; other "
+            "metrics a paired percentile "
+            f"bootstrap over examples ({self.iters} resamples, seed {self.seed}); averages combine the per-task "
+            "intervals (MOVER), so they are never narrower than their tasks allow.",
             "McNemar p: exact two-sided binomial test on the discordant pairs (r→w: right→wrong, "
             "w→r: wrong→right). agree: same prediction. mean KL: KL(P_original ‖ P_variant) over the choice "
             "softmax; top-1 agree: same highest-loglikelihood choice.",
-            f"TOST ±{self.margin:g}: paired two one-sided t-tests at α={self.alpha:g} "
-            f"(the {100 * (1 - 2 * self.alpha):g}% t-interval of Δ): equivalent = inside ±{self.margin:g}; "
+            f"TOST ±{self.margin:g}: two one-sided tests at α={self.alpha:g} on the "
+            f"{100 * (1 - 2 * self.alpha):g}% interval of Δ from the row's CI method (a paired t-interval for "
+            f"non-binary task rows): equivalent = inside ±{self.margin:g}; "
             f"worse = entirely below −{self.margin:g}; better = entirely above +{self.margin:g}; "
             "inconclusive = otherwise.",
             "collapsed: at or below chance (multiple choice), a constant answer, or exact match 0 (generation).",
@@ -271,11 +296,25 @@ class ComparisonReport:
 
     # ---- renderers ---------------------------------------------------------------------------------------
 
+    def _tokenizer_warning(self) -> list[str]:
+        """Lines for the top of every rendering when runs with different tokenizers were compared anyway."""
+        if not self.tokenizer_mismatches:
+            return []
+        lines = ["TOKENIZER MISMATCH: these runs were tokenized differently, so their differences are not (only) "
+                 "quantization effects (compared anyway: allow_tokenizer_mismatch / --allow-tokenizer-mismatch)."]
+        for label, diffs in self.tokenizer_mismatches.items():
+            lines.append(f"{label} vs original ({self.original.label}): " + "; ".join(diffs))
+        return lines
+
     def to_markdown(self) -> str:
         o = self.original
-        out = [f"# Quantization comparison: {self.model}", "",
-               f"Original: `{o.run}` ({o.variant}, {o.dtype}). Variants: "
-               + ", ".join(f"`{v.run}` ({v.label})" for v in self.variants) + ".", ""]
+        out = [f"# Quantization comparison: {self.model}", ""]
+        warn = self._tokenizer_warning()
+        if warn:
+            out += [f"> **{warn[0]}**", ">"] + [f"> - {_md_cell(w)}" for w in warn[1:]] + [""]
+        out += [
+            f"Original: `{o.run}` ({o.variant}, {o.dtype}). Variants: "
+            + ", ".join(f"`{v.run}` ({v.label})" for v in self.variants) + ".", ""]
         for card in self.variants:
             out += [f"## {card.label}", "", _md_table(*self._card_table(card)), ""]
         out += ["## Per-task comparison", "", _md_table(*self._comparison_table()), ""]
@@ -307,6 +346,9 @@ class ComparisonReport:
             "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
             f"<title>jbench comparison: {esc(self.model)}</title>", f"<style>{_CSS}</style></head><body>",
             f"<h1>Quantization comparison: {esc(self.model)}</h1>",
+            *([f'<div class="warning"><p><strong>{esc(w[0])}</strong></p><ul>'
+               + "".join(f"<li>{esc(x)}</li>" for x in w[1:]) + "</ul></div>"]
+              if (w := self._tokenizer_warning()) else []),
             f"<p>Original: <code>{esc(self.original.run)}</code> ({esc(self.original.variant)}, "
             f"{esc(self.original.dtype)})</p>",
             f'<img alt="scores and paired differences per task" src="data:image/png;base64,{img}">',
@@ -412,7 +454,8 @@ class ComparisonReport:
         span = max([m * 1.5] + [abs(v) for v in lows + highs])
         dax.set_ylim(-span * 1.2, span * 1.2)
         dax.set_ylabel("Δ vs original (points)")
-        dax.set_title(f"paired difference Δ with 95% paired bootstrap CI; bold red label: TOST 'worse' "
+        dax.set_title(f"paired difference Δ with {100 * (1 - self.alpha):g}% paired CI (see CI method); "
+                      "bold red label: TOST 'worse' "
                       f"(loss beyond {m:g} pt)", fontsize=9, loc="left")
         dax.grid(axis="y", alpha=0.3, zorder=0)
         dax.legend(handles=[band, Line2D([], [], marker="o", ls="", color="#555555", label="CI excludes 0"),
@@ -539,6 +582,9 @@ class _Paired:
     metric: str
     a: np.ndarray
     b: np.ndarray
+    ci: tuple[float, float] = (float("nan"), float("nan"))       # the task's (1 − alpha) interval of Δ
+    tost_ci: tuple[float, float] = (float("nan"), float("nan"))  # its (1 − 2·alpha) interval (TOST)
+    method: str = stats.BOOTSTRAP_METHOD
 
 
 def _is_mc(rows: list[dict[str, Any]]) -> bool:
@@ -577,12 +623,12 @@ def _compare_task(task: str, ra: list[dict[str, Any]], rb: list[dict[str, Any]],
     n = a.size
     ma, mb = stats.bootstrap_means(a, b, iters=iters, rng=np.random.default_rng(seed))
     q = (alpha / 2, 1 - alpha / 2)
-    ci_d = np.quantile(mb - ma, q)
     orig, val = float(a.mean()), float(b.mean())
-    tost = stats.tost_equivalence(a, b, margin, alpha)
+    binary = stats.is_binary(a / 100) and stats.is_binary(b / 100)
+    ci_d, tost, method = _task_interval(a, b, binary, ma, mb, margin=margin, alpha=alpha)
 
     mcn = r2w = w2r = None
-    if stats.is_binary(a / 100) and stats.is_binary(b / 100):
+    if binary:
         b01, b10, mcn = stats.mcnemar_exact(a / 100, b / 100)
         r2w, w2r = b10, b01
     if mc:
@@ -614,43 +660,66 @@ def _compare_task(task: str, ra: list[dict[str, Any]], rb: list[dict[str, Any]],
         original_ci=tuple(float(v) for v in np.quantile(ma, q)),  # type: ignore[arg-type]
         value_ci=tuple(float(v) for v in np.quantile(mb, q)),  # type: ignore[arg-type]
         tost=tost, mcnemar_p=mcn, right_to_wrong=r2w, wrong_to_right=w2r, agreement=agree, mean_kl=kl,
-        top_agreement=top, chance=chance, collapsed=is_coll, collapse_reason=reason, original_collapsed=orig_coll)
-    return row, _Paired(task, metric, a, b)
+        top_agreement=top, chance=chance, collapsed=is_coll, collapse_reason=reason, original_collapsed=orig_coll,
+        ci_method=method)
+    return row, _Paired(task, metric, a, b, (row.ci_low, row.ci_high), (tost.lo, tost.hi), method)
+
+
+def _task_interval(a: np.ndarray, b: np.ndarray, binary: bool, ma: np.ndarray, mb: np.ndarray, *, margin: float,
+                   alpha: float) -> tuple[tuple[float, float], stats.TostResult, str]:
+    """The (1 − alpha) interval of Δ, the TOST on the (1 − 2·alpha) one, and the method's name, for one task.
+
+    Right/wrong outcomes: the continuity-corrected Tango score interval (correct coverage at any n, and not a
+    point when no answer changed). Other metrics: the paired bootstrap and a paired t TOST, except that when no
+    example's score changed at all (both collapse to the point 0) the exact bound on how many could have
+    changed unseen is used instead: values are points in [0, 100], so |Δ| ≤ 100 × that share.
+    """
+    if binary:
+        tost = stats.tost_paired_binary(a, b, margin, alpha, scale=100.0)
+        _, lo, hi = stats.tango_ci(a, b, alpha=alpha, scale=100.0)
+        return (lo, hi), tost, stats.SCORE_METHOD
+    d = b - a
+    if not np.any(d):
+        half, half2 = (100.0 * stats.zero_change_bound(a.size, x) for x in (alpha / 2, alpha))
+        method = "exact bound (no example changed)"
+        return (-half, half), stats.tost_from_interval(0.0, -half2, half2, margin, alpha, a.size, method), method
+    lo, hi = np.quantile(mb - ma, (alpha / 2, 1 - alpha / 2))
+    return (float(lo), float(hi)), stats.tost_equivalence(a, b, margin, alpha), stats.BOOTSTRAP_METHOD
 
 
 def _compare_average(name: str, paired: list[_Paired], label: str, *, margin: float, alpha: float, iters: int,
                      seed: int) -> TaskComparison:
-    """An average of task means: bootstrap per task, TOST with the combined standard error.
+    """An average of task means: Δ interval and TOST from the per-task intervals (MOVER), bootstrap for the bars.
 
-    se(Δ_avg) = sqrt(Σ se_t²) / T with se_t the paired standard error of task t; the degrees of freedom come from
-    Welch–Satterthwaite (they are in the thousands for real suites, so this is effectively a z-test).
+    Why not a bootstrap of averages (or a pooled standard error) for Δ: when every task agrees on every example
+    both are the point 0, and 4 tasks × 5 examples would be "equivalent". MOVER (:func:`stats.mover_average`)
+    rebuilds the average's interval from each task's own interval (Tango score for right/wrong tasks), so it is
+    at least as wide as those allow and exactly the task's interval for one task. The bootstrap of averages
+    still gives each run's own score interval (``original_ci``/``value_ci``, the chart's error bars).
     """
     rng = np.random.default_rng(seed)
     t = len(paired)
     sum_a, sum_b = np.zeros(iters), np.zeros(iters)
-    variances, dfs = [], []
     for p in paired:
         ma, mb = stats.bootstrap_means(p.a, p.b, iters=iters, rng=rng)
         sum_a += ma
         sum_b += mb
-        d = p.b - p.a
-        variances.append(float(d.var(ddof=1)) / d.size if d.size > 1 else float("nan"))
-        dfs.append(d.size - 1)
     avg_a, avg_b = sum_a / t, sum_b / t
     q = (alpha / 2, 1 - alpha / 2)
     orig = float(np.mean([p.a.mean() for p in paired]))
     val = float(np.mean([p.b.mean() for p in paired]))
-    se = math.sqrt(sum(variances)) / t
-    denom = sum(v * v / df for v, df in zip(variances, dfs) if df > 0)
-    df = (sum(variances) ** 2 / denom) if denom > 0 else float(sum(dfs))
-    tost = stats.tost_from_summary(val - orig, se, df, margin, alpha, sum(p.a.size for p in paired))
-    ci_d = np.quantile(avg_b - avg_a, q)
+    deltas = [float(p.b.mean() - p.a.mean()) for p in paired]
+    _, lo, hi = stats.mover_average(deltas, [p.ci[0] for p in paired], [p.ci[1] for p in paired])
+    _, tlo, thi = stats.mover_average(deltas, [p.tost_ci[0] for p in paired], [p.tost_ci[1] for p in paired])
+    method = f"{stats.MOVER_METHOD} ({' + '.join(sorted({p.method.split(' (')[0] for p in paired}))})"
+    n = sum(p.a.size for p in paired)
+    tost = stats.tost_from_interval(val - orig, tlo, thi, margin, alpha, n, method)
     return TaskComparison(
-        task=name, variant=label, kind="average", metric="avg points", n=sum(p.a.size for p in paired),
-        original=orig, value=val, delta=val - orig, ci_low=float(ci_d[0]), ci_high=float(ci_d[1]),
+        task=name, variant=label, kind="average", metric="avg points", n=n,
+        original=orig, value=val, delta=val - orig, ci_low=lo, ci_high=hi,
         original_ci=tuple(float(v) for v in np.quantile(avg_a, q)),  # type: ignore[arg-type]
         value_ci=tuple(float(v) for v in np.quantile(avg_b, q)),  # type: ignore[arg-type]
-        tost=tost)
+        tost=tost, ci_method=method)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -679,15 +748,49 @@ def _as_run(run: Run | str | os.PathLike[str]) -> Run:
     return run if isinstance(run, Run) else load_run(run)
 
 
+def _check_tokenizers(orig: Run, vruns: list[Run], labels: list[str], allow: bool) -> dict[str, list[str]]:
+    """Variant label -> tokenizer identity fields that differ from the original's; raises unless ``allow``.
+
+    Uses :func:`jbench.models.tokenizer.identity_diff`, which also reports a field that a run does not record
+    (runs from before identities were stored), so an unknown tokenizer is never taken as the same one. A run
+    compared with itself (same directory) is trivially like for like.
+    """
+    from jbench.models.tokenizer import identity_diff
+
+    out: dict[str, list[str]] = {}
+    where: dict[str, Path] = {}
+    for run, label in zip(vruns, labels):
+        if run.path.resolve() == orig.path.resolve():
+            continue
+        diff = identity_diff(orig.config.get("tokenizer"), run.config.get("tokenizer"))
+        if diff:
+            out[label], where[label] = diff, run.path
+    if out and not allow:
+        detail = "; ".join(f"{label} ({where[label]}): " + ", ".join(d) for label, d in out.items())
+        raise TokenizerMismatchError(
+            f"the tokenizer of {len(out)} variant run(s) differs from the original's "
+            f"(field: original vs variant): {detail}. Their scores would mix a tokenization change with the "
+            "quantization effect" + (" ('unknown': that run's results.json does not record the field, e.g. a run "
+                                     "from before jbench recorded tokenizer identities)"
+                                     if any("unknown" in x for d in out.values() for x in d) else ""),
+            where=str(orig.path),
+            fix="rerun the variant with the original's tokenizer settings (same tokenizer files and use_fast), or "
+                "compare anyway with --allow-tokenizer-mismatch (allow_tokenizer_mismatch=True); the report then "
+                "shows the difference at the top")
+    return out
+
+
 def compare_runs(original: Run | str | os.PathLike[str], variants: Sequence[Run | str | os.PathLike[str]], *,
                  margin: float = 1.0, iters: int = 10_000, seed: int = 0, alpha: float = 0.05,
-                 tasks: Sequence[str] | None = None) -> ComparisonReport:
+                 tasks: Sequence[str] | None = None, allow_tokenizer_mismatch: bool = False) -> ComparisonReport:
     """Compare each variant run with the original run, task by task and on the 4-/6-task averages.
 
     ``margin`` (points) is the equivalence margin of the TOST verdict; ``iters``/``seed`` drive the paired
     bootstrap (the report is deterministic for a seed); ``alpha`` sets the CI level (1 − alpha) and the TOST
     level. ``tasks`` restricts the comparison to these task names or families. Raises
-    :class:`ComparisonError` if a variant did not score the same documents with the same prompts.
+    :class:`ComparisonError` if a variant did not score the same documents with the same prompts, and
+    :class:`TokenizerMismatchError` if its tokenizer identity differs from the original's, unless
+    ``allow_tokenizer_mismatch`` (then the report lists the differences at the top).
     """
     orig = _as_run(original)
     vruns = [_as_run(v) for v in variants]
@@ -709,6 +812,7 @@ def compare_runs(original: Run | str | os.PathLike[str], variants: Sequence[Run 
     if not order:
         raise ComparisonError("the original run has no task results", where=str(orig.path))
     olabel, labels = _labels(orig, vruns)
+    tok_diffs = _check_tokenizers(orig, vruns, labels, allow_tokenizer_mismatch)
     notes: list[str] = []
     omodel = str(orig.config.get("model", "?"))
     for run, label in zip(vruns, labels):
@@ -757,7 +861,7 @@ def compare_runs(original: Run | str | os.PathLike[str], variants: Sequence[Run 
     present = [t for t in order if per_task[t]]
     return ComparisonReport(model=_short_model(omodel), original=RunCard.from_run(orig, olabel), variants=cards,
                             rows=rows, tasks=present, margin=float(margin), alpha=float(alpha), iters=int(iters),
-                            seed=int(seed), notes=notes)
+                            seed=int(seed), notes=notes, tokenizer_mismatches=tok_diffs)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -870,4 +974,5 @@ tr.v-equivalent td:nth-last-child(2){color:#1b7f1b}
 tr.collapsed{background:#ffe5e5}
 img{max-width:100%;border:1px solid #ddd}
 code{background:#f3f3f3;padding:0 0.2em}
+div.warning{border:2px solid #b00020;background:#fff0f0;padding:0.5em 1em;margin:1em 0}
 """.strip()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from jbench.errors import BackendMissing, ModelError
+from jbench.logs import captured_output, run_log
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,18 @@ def _quantize_gptqmodel(src: Path, out: Path, *, method: str, bits: int, group_s
     check_layer_shapes(src, method, group_size)
     _prepare_out_dir(out)
     gptqmodel_env()
-    gm = import_gptqmodel(method)
+    # gptqmodel prints a ~400-line banner and progress on stdout (logbar, print, C): stdout carries jbench's
+    # output only, so all of it goes to <out>/log.txt (shown on stderr with --verbose)
+    with run_log(out), captured_output("gptqmodel"):
+        _run_gptqmodel(import_gptqmodel(method), src, out, method=method, bits=bits, group_size=group_size,
+                       desc_act=desc_act, texts=texts, seed=seed, dtype=dtype)
+    copy_tokenizer_files(src, out)
+    return [out]
+
+
+def _run_gptqmodel(gm: Any, src: Path, out: Path, *, method: str, bits: int, group_size: int, desc_act: bool,
+                   texts: list[str], seed: int, dtype: str) -> None:
+    """Load, quantize (seeded) and save with gptqmodel."""
     import numpy as np
     import torch
 
@@ -194,8 +206,6 @@ def _quantize_gptqmodel(src: Path, out: Path, *, method: str, bits: int, group_s
         raise ModelError(f"{method.upper()} quantization with gptqmodel failed: {err}", where=str(src),
                          fix="check that the architecture is supported by gptqmodel; on CPU set "
                              "GPTQMODEL_CPU_WORKERS to the number of cores") from err
-    copy_tokenizer_files(src, out)
-    return [out]
 
 
 def _redirect_gptqmodel_logs(target: Path) -> None:
@@ -214,7 +224,9 @@ def _prepare_out_dir(out: Path) -> None:
     if out.is_file():
         raise ModelError("the output path is a file", where=str(out), fix="pass a directory")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / "jbench_quantize.json").is_file():
+        # only a log (and gptqmodel's logs/) left: an earlier attempt of ours that failed
+        ours = (out / "jbench_quantize.json").is_file() or {p.name for p in out.iterdir()} <= {"log.txt", "logs"}
+        if not ours:
             raise ModelError("the output directory is not empty and was not made by jbench quantize", where=str(out),
                              fix="pass a new or empty directory")
         shutil.rmtree(out)

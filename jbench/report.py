@@ -65,6 +65,7 @@ def card_table(results: Mapping[str, Mapping[str, Any]], versions: Mapping[str, 
     empty cells. Task and version are blank on a task's 2nd+ rows. Versions are passed through raw (a float such
     as 1.1 prints as in the reference). A task missing from ``versions`` gets an empty version cell.
     """
+    marks = marks or {}  # data marks (see data_marks); none for verified data, keeping the reference's bytes
     rows: list[list[Any]] = []
     for task, metrics in results.items():
         name: Any = task + (f" {marks[task]}" if marks.get(task) else "")

@@ -92,6 +92,47 @@ def check_variant(variant: str) -> list[JBenchError]:
     return []
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_model(model_path: str) -> list[JBenchError]:
+    """The model exists (a local path, or something shaped like a hub id) and a local config describes a causal
+    LM; a damaged local checkpoint is caught here too (see :func:`check_weights`)."""
+    p = Path(model_path).expanduser()
+    if not p.exists():
+        if _HUB_ID.fullmatch(model_path):
+            return []  # a hub id: resolved (from the local cache, offline) when the model loads
+        return [ModelError(f"model path does not exist: {model_path}", where=model_path,
+                           fix="pass an existing model directory or a cached hub id")]
+    out: list[JBenchError] = []
+    cfg_file = p / "config.json"
+    if p.is_dir() and cfg_file.is_file():
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            return [ModelError(f"config.json cannot be read: {err}", where=str(cfg_file),
+                               fix="save or download the checkpoint again")]
+        out += _non_causal(cfg if isinstance(cfg, dict) else {}, model_path)
+    return out + check_weights(model_path)
+
+
+def _non_causal(cfg: dict[str, Any], path: str) -> list[JBenchError]:
+    """Encoders (BERT-style) and encoder-decoders: transformers maps some to a causal-LM head that loads and scores
+    without error, with bidirectional attention or half a model, so every number would be meaningless."""
+    model_type = str(cfg.get("model_type") or "")
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
+    except ImportError:  # pragma: no cover - very old/new transformers
+        masked = {}
+    encoder = model_type in masked and not bool(cfg.get("is_decoder", False))
+    if not (encoder or cfg.get("is_encoder_decoder")):
+        return []
+    kind = "an encoder-decoder" if cfg.get("is_encoder_decoder") else "an encoder (masked LM)"
+    return [ModelError(f"{path!r} is not a causal language model: it is {kind} model (model_type={model_type!r})",
+                       where=f"{path} (config.json model_type={model_type!r})",
+                       fix="jbench scores decoder-only (causal) LMs only; pass a GPT/Llama/Qwen-style checkpoint")]
+
+
 def check_weights(model_path: str) -> list[JBenchError]:
     """A local checkpoint's safetensors files are complete: header readable, data as long as it declares.
 
@@ -208,7 +249,7 @@ def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenc
     found += check_device(str(m.get("device") or "cpu"))
     found += check_variant(str(m.get("variant") or "fp32"))
     if m.get("model") not in (None, "tiny"):
-        found += check_weights(str(m["model"]))
+        found += check_model(str(m["model"]))
     if run_dir is not None:
         found += check_output_dir(run_dir)
     found += check_tasks_data(plan)

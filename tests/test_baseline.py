@@ -209,7 +209,8 @@ def test_exact_catches_a_real_loglikelihood_change_and_names_both_machines(tmp_p
     md = report.to_markdown()
     assert report.exit_code == 1, md
     assert "loglikelihood[1]" in md and "> tolerance 0.0001" in md
-    assert "baseline machine: AMD EPYC 7B13, avx2+fma, ATen AVX2, torch 2.13.0, MKL 2024.2, oneDNN v3.12.0, 8 threads" in md
+    assert ("baseline machine: AMD EPYC 7B13, avx2+fma, ATen AVX2, torch 2.13.0, MKL 2024.2, oneDNN v3.12.0, "
+            "8 threads") in md
     assert "this run's machine: Intel(R) Xeon(R) Processor, avx2+fma, ATen AVX512" in md
     assert "machines: baseline made on AMD EPYC 7B13" in md and "this run on Intel(R) Xeon(R) Processor" in md
     # NaN never agrees, even with itself

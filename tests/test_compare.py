@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jbench.compare import ComparisonError, compare_runs
+from jbench import stats
+from jbench.compare import ComparisonError, TokenizerMismatchError, compare_runs
+from jbench.errors import JBenchError
 from jbench.results import load_run
 
 N = 60
@@ -55,8 +57,14 @@ def _gen_rows(*, wrong_every: int | None, seed: int, all_wrong: bool = False) ->
     return rows
 
 
+#: config.tokenizer as jbench records it (HarnessTokenizer.identity()); every hand-built run uses it unless told
+TOKENIZER = {"class": "T5Tokenizer (sentencepiece)", "kind": "sentencepiece", "vocab_size": 32000,
+             "vocab_sha256": "a" * 64, "special_tokens_sha256": "b" * 64}
+
+
 def _write_run(root: Path, name: str, variant: str, samples: dict[str, list[dict[str, Any]]],
-               resources: dict[str, float] | None = None, versions: dict[str, float] | None = None) -> Path:
+               resources: dict[str, float] | None = None, versions: dict[str, float] | None = None,
+               tokenizer: Any = TOKENIZER) -> Path:
     run = root / name
     run.mkdir(parents=True)
     results = {}
@@ -70,6 +78,8 @@ def _write_run(root: Path, name: str, variant: str, samples: dict[str, list[dict
             results[task] = {"exact_match": 100 * float(np.mean([r["exact_match"] for r in rows]))}
     config: dict[str, Any] = {"model": "/models/tiny-ja-lm", "variant": variant, "dtype": "float16",
                               "tasks": list(samples), "num_fewshot": [3] * len(samples)}
+    if tokenizer is not None:
+        config["tokenizer"] = tokenizer
     if resources is not None:
         config["resources"] = resources
     data = {"results": results, "versions": versions or {t: 1.1 for t in samples}, "config": config,
@@ -123,15 +133,19 @@ def test_compare_runs_produces_every_column(runs: dict[str, Path]) -> None:
         assert avg.kind == "average" and avg.mcnemar_p is None and avg.n == 4 * N
         assert avg.original == pytest.approx(np.mean([rep.row(t, label).original for t in rep.tasks]))
         assert avg.ci_low <= avg.delta <= avg.ci_high
-    # the average's TOST combines the per-task paired standard errors: se = sqrt(sum se_t^2) / T
+    # right/wrong tasks use the Tango score interval; the average combines the per-task intervals (MOVER)
     avg = rep.row("4-task average", "q4")
-    se_t = []
-    for t in rep.tasks:
-        ra = [s[rep.row(t, "q4").metric] for s in orig_samples.samples(t)]
-        rb = [s[rep.row(t, "q4").metric] for s in load_run(runs["q4"]).samples(t)]
-        d = 100 * (np.asarray(rb, float) - np.asarray(ra, float))
-        se_t.append(d.std(ddof=1) / math.sqrt(d.size))
-    assert avg.tost.se == pytest.approx(math.sqrt(sum(v * v for v in se_t)) / 4)
+    task_rows = [rep.row(t, "q4") for t in rep.tasks]
+    assert all(r.ci_method == stats.SCORE_METHOD and r.tost.method == stats.SCORE_METHOD for r in task_rows)
+    for r in task_rows:
+        ra = [s[r.metric] for s in orig_samples.samples(r.task)]
+        rb = [s[r.metric] for s in load_run(runs["q4"]).samples(r.task)]
+        assert (r.delta, r.ci_low, r.ci_high) == pytest.approx(tuple(100 * v for v in stats.tango_ci(ra, rb)))
+    lo = avg.delta - math.sqrt(sum((r.delta - r.ci_low) ** 2 for r in task_rows)) / 4
+    hi = avg.delta + math.sqrt(sum((r.ci_high - r.delta) ** 2 for r in task_rows)) / 4
+    assert (avg.ci_low, avg.ci_high) == pytest.approx((lo, hi))
+    assert avg.ci_method.startswith(stats.MOVER_METHOD) and avg.tost.method == avg.ci_method
+    assert avg.tost.lo == pytest.approx(avg.delta - math.sqrt(sum((r.delta - r.tost.lo) ** 2 for r in task_rows)) / 4)
     assert avg.tost.delta == pytest.approx(avg.delta) and avg.tost.lo < avg.delta < avg.tost.hi
     # noisier quantization drifts further from the original
     assert rep.row("jcommonsenseqa-1.1-0.3", "q4").mean_kl > rep.row("jcommonsenseqa-1.1-0.3", "int8").mean_kl
@@ -140,7 +154,8 @@ def test_compare_runs_produces_every_column(runs: dict[str, Path]) -> None:
     assert any("6-task average" in n for n in rep.notes)
 
     md = rep.to_markdown()
-    for col in ("Δ pts", "95% CI", "McNemar p", "r→w", "w→r", "agree", "mean KL", "top-1 agree", "TOST ±1",
+    for col in ("Δ pts", "95% CI", "CI method", stats.SCORE_METHOD, stats.MOVER_METHOD, "McNemar p",
+                "r→w", "w→r", "agree", "mean KL", "top-1 agree", "TOST ±1",
                 "collapsed", "4-task average", "size on disk", "peak memory", "load time", "throughput"):
         assert col in md
     assert "2.00 GiB (50% of original)" in md and "55.0 tok/s (x1.38)" in md
@@ -150,7 +165,9 @@ def test_compare_runs_produces_every_column(runs: dict[str, Path]) -> None:
     data = json.loads(rep.to_json())
     assert len(data["rows"]) == 2 * (len(rep.tasks) + 1)
     assert {"delta", "ci_low", "ci_high", "mcnemar_p", "right_to_wrong", "wrong_to_right", "agreement", "mean_kl",
-            "top_agreement", "tost", "verdict", "collapsed"} <= set(data["rows"][0])
+            "top_agreement", "tost", "verdict", "collapsed", "ci_method"} <= set(data["rows"][0])
+    assert {r["ci_method"] for r in data["rows"]} == {stats.SCORE_METHOD, avg.ci_method}
+    assert data["tokenizer_mismatch"] == {} and data["original"]["tokenizer"] == TOKENIZER
     assert data["variants"][1]["size_bytes"] is None
     assert len(rep.to_frame()) == len(rep.rows)
 
@@ -160,16 +177,111 @@ def test_compare_accepts_paths_and_is_deterministic(runs: dict[str, Path]) -> No
     assert one == compare_runs(runs["orig"], [runs["q4"]], iters=ITERS, seed=4).to_json()
 
 
-def test_identical_variant_is_equivalent(tmp_path: Path, runs: dict[str, Path]) -> None:
+def test_identical_variant_at_small_n_is_not_equivalent(tmp_path: Path, runs: dict[str, Path]) -> None:
+    # issue 12: 60 agreeing examples cannot rule out a 1-point change, however identical the answers are
     same = _write_run(tmp_path, "tiny-copy", "fp16", _suite(noise=0.0, seed=0))
     rep = compare_runs(runs["orig"], [same], iters=ITERS)
     assert rep.variants[0].label == "fp16 (tiny-copy)"  # same variant name as the original: disambiguated
     for r in rep.rows:
-        assert r.delta == 0 and r.ci_low == 0 and r.ci_high == 0 and r.verdict == "equivalent"
+        assert r.delta == 0 and r.ci_low == pytest.approx(-r.ci_high) and r.ci_high > 1
+        assert r.verdict == "inconclusive" and not r.significant and r.tost.hi > 1
         if r.kind == "task":
             assert r.agreement == 1 and r.mcnemar_p == 1 and r.right_to_wrong == 0 and not r.collapsed
             if r.metric == "acc":
                 assert r.mean_kl == pytest.approx(0, abs=1e-12) and r.top_agreement == 1
+
+
+def _binary_rows(task: str, right: np.ndarray) -> list[dict[str, Any]]:
+    return [{"doc_index": i, "doc_id": f"d{i}", "prompt": f"q{i}", "continuations": ["a", "b"],
+             "loglikelihoods": [-1.0, -2.0] if ok else [-2.0, -1.0], "prediction": 0 if ok else 1, "gold": 0,
+             "acc": int(ok)} for i, ok in enumerate(right)]
+
+
+@pytest.mark.parametrize(("n", "verdict"), [(5, "inconclusive"), (50, "inconclusive"), (8000, "equivalent")])
+def test_all_agree_is_equivalent_only_with_enough_examples(tmp_path: Path, n: int, verdict: str) -> None:
+    right = np.random.default_rng(n).random(n) < 0.7
+    task = "jcommonsenseqa-1.1-0.3"
+    a = _write_run(tmp_path, "a", "fp16", {task: _binary_rows(task, right)})
+    b = _write_run(tmp_path, "b", "int8", {task: _binary_rows(task, right)})
+    r = compare_runs(a, [b], iters=ITERS).row(task, "int8")
+    assert r.delta == 0 and r.verdict == verdict and r.ci_method == stats.SCORE_METHOD
+    if n == 50:  # an exact 90% bound allows 5.8 points; the (conservative) corrected score bound a little more
+        assert 5.8 < r.tost.hi < 7.5
+
+
+def test_average_of_agreeing_tasks_is_not_equivalent_at_small_n(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    suite = {t: _binary_rows(t, rng.random(20) < 0.6) for t in
+             ("jcommonsenseqa-1.1-0.3", "jnli-1.3-0.3", "marc_ja-1.1-0.3", "jsquad-1.1-0.3")}
+    a = _write_run(tmp_path, "a", "fp16", suite)
+    b = _write_run(tmp_path, "b", "int8", suite)
+    avg = compare_runs(a, [b], iters=ITERS).row("4-task average", "int8")
+    assert avg.delta == 0 and avg.verdict == "inconclusive" and avg.ci_high > 1 and avg.tost.hi > 1
+
+
+def test_non_binary_metric_keeps_the_bootstrap(tmp_path: Path) -> None:
+    # a per-example score that is not right/wrong (partial credit) keeps the paired bootstrap and the t TOST
+    def rows(credit: list[float]) -> list[dict[str, Any]]:
+        return [{"doc_index": i, "doc_id": f"q{i}", "prompt": f"p{i}", "prediction": f"a{i}", "golds": [f"a{i}"],
+                 "exact_match": c} for i, c in enumerate(credit)]
+
+    credit = [(i % 5) / 4 for i in range(N)]
+    changed = [c if i % 7 else max(0.0, c - 0.25) for i, c in enumerate(credit)]
+    a = _write_run(tmp_path, "a", "fp16", {GEN_TASK: rows(credit)})
+    b = _write_run(tmp_path, "b", "int8", {GEN_TASK: rows(changed)})
+    same = _write_run(tmp_path, "c", "int4", {GEN_TASK: rows(credit)})
+    rep = compare_runs(a, [b, same], iters=ITERS)
+    r = rep.row(GEN_TASK, "int8")
+    assert r.ci_method == stats.BOOTSTRAP_METHOD and r.tost.method == stats.T_METHOD and r.mcnemar_p is None
+    assert r.ci_low < r.delta < r.ci_high
+    # nothing changed: the bootstrap and the t-interval are the point 0; the exact bound is used instead
+    z = rep.row(GEN_TASK, "int4")
+    assert z.ci_method == "exact bound (no example changed)" and z.verdict == "inconclusive"
+    assert z.tost.hi == pytest.approx(100 * stats.zero_change_bound(N, 0.05))
+    assert z.ci_high == pytest.approx(100 * stats.zero_change_bound(N, 0.025))
+    assert stats.BOOTSTRAP_METHOD in rep.to_markdown()
+
+
+def test_tokenizer_mismatch_is_refused(tmp_path: Path, runs: dict[str, Path]) -> None:
+    fast = {**TOKENIZER, "class": "T5TokenizerFast", "kind": "fast", "vocab_sha256": "c" * 64}
+    other = _write_run(tmp_path, "tiny-gptq", "gptq", _suite(noise=0.3, seed=1), tokenizer=fast)
+    with pytest.raises(TokenizerMismatchError) as err:
+        compare_runs(runs["orig"], [runs["q8"], other], iters=ITERS)
+    assert isinstance(err.value, JBenchError) and err.value.exit_code == 2
+    msg = str(err.value)
+    assert "gptq" in msg and "tiny-gptq" in msg and "tiny-int8" not in msg  # names the run that differs
+    assert "tokenizer.kind: sentencepiece vs fast" in msg and "tokenizer.vocab_sha256" in msg
+    assert "tokenizer.vocab_size" not in msg  # only the fields that differ
+    assert "--allow-tokenizer-mismatch" in msg and "allow_tokenizer_mismatch=True" in msg
+    # an old run that stored only the tokenizer kind is not taken as like for like either
+    old = _write_run(tmp_path, "tiny-old", "int4", _suite(noise=0.3, seed=1), tokenizer="sentencepiece")
+    with pytest.raises(TokenizerMismatchError, match=r"tokenizer.class: T5Tokenizer \(sentencepiece\) vs unknown"):
+        compare_runs(runs["orig"], [old], iters=ITERS)
+    none = _write_run(tmp_path, "tiny-none", "int4", _suite(noise=0.3, seed=1), tokenizer=None)
+    with pytest.raises(TokenizerMismatchError, match="does not record"):
+        compare_runs(runs["orig"], [none], iters=ITERS)
+    compare_runs(runs["orig"], [runs["orig"]], iters=ITERS)  # a run against itself is like for like
+
+
+def test_tokenizer_mismatch_override_is_shown_at_the_top(tmp_path: Path, runs: dict[str, Path]) -> None:
+    fast = {**TOKENIZER, "class": "T5TokenizerFast", "kind": "fast"}
+    other = _write_run(tmp_path, "tiny-gptq", "gptq", _suite(noise=0.3, seed=1), tokenizer=fast)
+    rep = compare_runs(runs["orig"], [runs["q8"], other], iters=ITERS, allow_tokenizer_mismatch=True)
+    assert rep.tokenizer_mismatches == {"gptq": ["tokenizer.class: T5Tokenizer (sentencepiece) vs T5TokenizerFast",
+                                                 "tokenizer.kind: sentencepiece vs fast"]}
+    md = rep.to_markdown()
+    head = md.split("## ")[0]  # before the first section: right under the title
+    assert "TOKENIZER MISMATCH" in head and "tokenizer.kind: sentencepiece vs fast" in head and "gptq" in head
+    data = json.loads(rep.to_json())
+    assert list(data)[:2] == ["model", "tokenizer_mismatch"]
+    assert data["tokenizer_mismatch"]["gptq"][1] == "tokenizer.kind: sentencepiece vs fast"
+    assert data["variants"][1]["tokenizer"]["kind"] == "fast"
+    text = rep.write_html(tmp_path / "r.html").read_text(encoding="utf-8")
+    top = text.split("<img")[0]
+    assert '<div class="warning">' in top and "TOKENIZER MISMATCH" in top and "sentencepiece vs fast" in top
+    # without a mismatch there is no banner
+    clean = compare_runs(runs["orig"], [runs["q8"]], iters=ITERS, allow_tokenizer_mismatch=True)
+    assert "TOKENIZER MISMATCH" not in clean.to_markdown() and clean.tokenizer_mismatches == {}
 
 
 def test_collapsed_variant_is_flagged(tmp_path: Path, runs: dict[str, Path]) -> None:
@@ -231,6 +343,7 @@ def test_html_embeds_table_and_image(tmp_path: Path, runs: dict[str, Path]) -> N
     out = rep.write_html(tmp_path / "report" / "compare.html")
     text = out.read_text(encoding="utf-8")
     assert "<table>" in text and "jcommonsenseqa-1.1-0.3" in text and "McNemar p" in text
+    assert "CI method" in text and stats.SCORE_METHOD in text and stats.MOVER_METHOD in text
     m = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert m and base64.b64decode(m.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in text and "https://" not in text  # self-contained

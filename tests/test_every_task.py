@@ -99,12 +99,14 @@ FAMILY_SUBSET = ["jnli-1.3-0.4", "jcommonsenseqa-1.1-0.6", "jsquad-1.1-0.3", "xw
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gpt_neox", "llama", "qwen2"])
-def test_task_subset_runs_on_each_family(arch: str, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+def test_task_subset_runs_on_each_family(arch: str, tiny_models: dict[str, Path], sample_dir: Path,
+                                        tmp_path: Path) -> None:
     subset = [t for t in FAMILY_SUBSET if t in TASKS]
     assert len(subset) == len(FAMILY_SUBSET), sorted(set(FAMILY_SUBSET) - set(TASKS))
     model = tmp_path / arch
     shutil.copytree(tiny_models[arch], model)
-    proc = _eval(["--model", str(model), "--tasks", ",".join(subset), "--limit", "2", "--output-dir",
+    proc = _eval(["--model", str(model), "--tasks", ",".join(subset), "--limit", "2", "--data-dir", str(sample_dir),
+                  "--output-dir",
                   str(tmp_path / "out"), "--run-name", arch, "--no-progress"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

@@ -208,6 +208,145 @@ def test_tost_input_checks() -> None:
     assert stats.tost_equivalence([1.0], [0.0], margin=1.0).verdict == "inconclusive"
 
 
+# ---- paired binary: Tango score interval, TOST on it, MOVER averages ---------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "level", "expected", "places"), [
+    # (n11, n12, n21, n22); n12 = variant right & original wrong. Published / reference values of Tango's
+    # interval: Tango (1998) example, 90% (as in R ratesci's tests: -0.096, 0.037)
+    ((43, 0, 1, 0), 0.90, (-0.096, 0.037), 3),
+    # R ratesci tests, Tango RD: (-0.027, 0.390)
+    ((4, 9, 3, 16), 0.95, (-0.027, 0.390), 3),
+    # Bentur et al. (2009), the paired example of Fagerland, Lydersen & Laake (2014) and of R contingencytables'
+    # Tango_asymptotic_score_CI_paired_2x2
+    # (-0.517, -0.026)
+    ((1, 1, 7, 12), 0.95, (-0.517, -0.026), 3),
+])
+def test_tango_matches_published_values(table: tuple[int, int, int, int], level: float,
+                                        expected: tuple[float, float], places: int) -> None:
+    n = sum(table)
+    lo, hi = stats.tango_interval(table[1], table[2], n, 1 - level, cc=0.0)
+    assert (round(float(lo), places), round(float(hi), places)) == expected
+
+
+def _score_interval_by_optimisation(n12: int, n21: int, n: int, alpha: float) -> tuple[float, float]:
+    """An independent Tango interval: the restricted MLE by numerical maximisation (no closed form), roots by
+    brentq. Cells: p12 = p21 + Δ, p21, concordant 1 − 2·p21 − Δ."""
+    from scipy import optimize
+
+    nc = n - n12 - n21
+
+    def z(delta: float) -> float:
+        lo_p = max(0.0, -delta) + 1e-12
+        hi_p = (1 - delta) / 2 - 1e-12
+
+        def nll(q: float) -> float:
+            cells = np.array([q + delta, q, 1 - 2 * q - delta])
+            counts = np.array([n12, n21, nc])
+            return -float(np.sum(np.where(counts > 0, counts * np.log(np.maximum(cells, 1e-300)), 0.0)))
+
+        q = optimize.minimize_scalar(nll, bounds=(lo_p, hi_p), method="bounded",
+                                     options={"xatol": 1e-13}).x
+        var = n * (2 * q + delta - delta * delta)
+        return (n12 - n21 - n * delta) / math.sqrt(var)
+
+    zc = sps.norm.ppf(1 - alpha / 2)
+    dhat = (n12 - n21) / n
+    lo = optimize.brentq(lambda d: z(d) - zc, -1 + 1e-9, dhat, xtol=1e-12) if dhat > -1 else -1.0
+    hi = optimize.brentq(lambda d: z(d) + zc, dhat, 1 - 1e-9, xtol=1e-12) if dhat < 1 else 1.0
+    return lo, hi
+
+
+@pytest.mark.parametrize(("n12", "n21", "n"), [(9, 3, 32), (0, 1, 44), (16, 8, 86), (5, 40, 1000), (3, 0, 20),
+                                               (0, 0, 50), (120, 60, 2000)])
+def test_tango_matches_an_independent_implementation(n12: int, n21: int, n: int) -> None:
+    lo, hi = stats.tango_interval(n12, n21, n, 0.05, cc=0.0)
+    ref = _score_interval_by_optimisation(n12, n21, n, 0.05)
+    assert float(lo) == pytest.approx(ref[0], abs=2e-6) and float(hi) == pytest.approx(ref[1], abs=2e-6)
+
+
+def test_tango_continuity_correction_widens_and_vectorises() -> None:
+    n12, n21, n = np.array([0, 3, 9, 40]), np.array([0, 1, 3, 20]), np.array([50, 20, 32, 160])
+    lo0, hi0 = stats.tango_interval(n12, n21, n, 0.05, cc=0.0)
+    lo, hi = stats.tango_interval(n12, n21, n, 0.05)
+    assert np.all(lo < lo0) and np.all(hi > hi0)
+    for i in range(4):  # the same as one table at a time
+        assert (lo[i], hi[i]) == pytest.approx(tuple(float(v) for v in stats.tango_interval(n12[i], n21[i], n[i])))
+    # zero discordant pairs: closed form of the uncorrected bound is z²/(n + z²)
+    z2 = sps.norm.ppf(0.975) ** 2
+    assert float(hi0[0]) == pytest.approx(z2 / (50 + z2), rel=1e-9) and float(lo0[0]) == pytest.approx(-hi0[0])
+    # all pairs discordant one way: the interval reaches the boundary
+    assert float(stats.tango_interval(10, 0, 10)[1]) == 1.0 and float(stats.tango_interval(0, 10, 10)[0]) == -1.0
+    with pytest.raises(ValueError):
+        stats.tango_interval(5, 6, 10)
+
+
+def test_tango_ci_on_points_scale() -> None:
+    a, b = _table(30, 15, 5, 10)
+    delta, lo, hi = stats.tango_ci(a * 100, b * 100, scale=100)
+    d1, l1, h1 = stats.tango_ci(a, b)
+    assert delta == pytest.approx(-100 * 10 / 60) and (lo, hi) == pytest.approx((100 * l1, 100 * h1))
+    assert lo < delta < hi < 0  # McNemar p = 0.04: the difference is real
+    with pytest.raises(ValueError, match="0/1"):
+        stats.tango_ci([0.5, 1.0], [1.0, 1.0])
+
+
+@pytest.mark.parametrize(("n", "verdict"), [(5, "inconclusive"), (50, "inconclusive"), (200, "inconclusive"),
+                                            (20000, "equivalent")])
+def test_all_agree_is_equivalent_only_at_large_n(n: int, verdict: str) -> None:
+    a = (np.arange(n) % 3 != 0).astype(float) * 100
+    res = stats.tost_paired_binary(a, a.copy(), margin=1.0, scale=100)
+    assert res.verdict == verdict and res.delta == 0 and res.method == stats.SCORE_METHOD
+    assert res.lo == pytest.approx(-res.hi) and res.hi > 0
+    if n == 50:  # exact 90% bound: 1 - 0.05**(1/50) = 5.8 points; the corrected score bound is a bit wider
+        assert 100 * stats.zero_change_bound(50, 0.05) == pytest.approx(5.8, abs=0.05)
+        assert 5.8 < res.hi < 7.5
+    # the old t-test TOST calls every one of them equivalent
+    assert stats.tost_equivalence(a, a.copy(), margin=1.0).verdict == "equivalent"
+
+
+def test_tost_paired_binary_verdicts_and_p_values() -> None:
+    cases = [((1400, 12, 10, 578), "equivalent"), ((1200, 150, 30, 620), "worse"), ((60, 6, 3, 31), "inconclusive"),
+             ((1200, 30, 150, 620), "better")]
+    for (both, r2w, w2r, neither), verdict in cases:
+        a, b = _table(both, r2w, w2r, neither)
+        res = stats.tost_paired_binary(a * 100, b * 100, margin=1.0, scale=100)
+        assert res.verdict == verdict, (both, r2w, w2r, neither)
+        lo90, hi90 = (100 * float(v) for v in stats.tango_interval(w2r, r2w, a.size, 0.10))
+        assert (res.lo, res.hi) == pytest.approx((lo90, hi90))
+        # p < alpha exactly when the bound clears the margin (the test is the interval's inversion)
+        assert (res.p_lower < 0.05) == (res.lo > -1.0) and (res.p_upper < 0.05) == (res.hi < 1.0)
+        assert res.p == max(res.p_lower, res.p_upper) and res.df == math.inf
+    # near-identical at a reference-sized n: the score interval and the t-interval agree closely
+    a, b = _table(1400, 12, 10, 578)
+    t, sc = stats.tost_equivalence(a * 100, b * 100, 1.0), stats.tost_paired_binary(a * 100, b * 100, 1.0, scale=100)
+    assert sc.lo == pytest.approx(t.lo, abs=0.08) and sc.hi == pytest.approx(t.hi, abs=0.08)
+
+
+def test_tost_from_interval_rules() -> None:
+    assert stats.tost_from_interval(0.0, -0.5, 0.5, 1.0, 0.05, 10, "m").verdict == "equivalent"
+    assert stats.tost_from_interval(-3.0, -4.0, -2.0, 1.0, 0.05, 10, "m").verdict == "worse"
+    assert stats.tost_from_interval(3.0, 2.0, 4.0, 1.0, 0.05, 10, "m").verdict == "better"
+    assert stats.tost_from_interval(0.0, -1.5, 0.5, 1.0, 0.05, 10, "m").verdict == "inconclusive"
+    nan = float("nan")
+    assert stats.tost_from_interval(0.0, nan, nan, 1.0, 0.05, 10, "m").verdict == "inconclusive"
+    with pytest.raises(ValueError, match="margin"):
+        stats.tost_from_interval(0.0, -0.5, 0.5, 0.0, 0.05, 10, "m")
+
+
+def test_mover_average() -> None:
+    # one task: its own interval
+    assert stats.mover_average([-1.0], [-3.0], [0.5]) == pytest.approx((-1.0, -3.0, 0.5))
+    # T equal symmetric tasks: half-width h/sqrt(T)
+    d, lo, hi = stats.mover_average([0.0] * 4, [-2.0] * 4, [2.0] * 4)
+    assert (d, lo, hi) == pytest.approx((0.0, -1.0, 1.0))
+    # asymmetric sides are combined separately
+    d, lo, hi = stats.mover_average([1.0, -1.0], [0.0, -4.0], [1.5, 1.0])
+    assert d == 0.0 and lo == pytest.approx(-math.sqrt(1 + 9) / 2) and hi == pytest.approx(math.sqrt(0.25 + 4) / 2)
+    with pytest.raises(ValueError):
+        stats.mover_average([], [], [])
+
+
 # ---- collapse --------------------------------------------------------------------------------------------------
 
 

@@ -305,6 +305,7 @@ class HFScorer:
         self._pad_id = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
         self._keep_mode = "mask"  # boolean logits_to_keep; degrades to "index" (1-D positions) or "none"
         self._accepts_logits_to_keep = _accepts_kwarg(model, "logits_to_keep")
+        self._cache_kwarg = _cache_kwarg(model)
         self._shareable = self._cache_is_plain()
         self._shared_mode: str | None = None  # "packed" or "kv", decided on first use
         self._header_ok: bool | None = None  # rows may continue a shared header's KV cache (the packed probe says)
@@ -446,7 +447,7 @@ class HFScorer:
         base: dict[str, Any] = dict(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
                                     position_ids=pos.to(self.device), use_cache=use_cache)
         if isinstance(keep, int):
-            kwargs = dict(base, past_key_values=past() if past else None)
+            kwargs = dict(base, **{self._cache_kwarg: past() if past else None})
             if self._accepts_logits_to_keep:
                 kwargs["logits_to_keep"] = keep
             out = self.model(**kwargs)
@@ -454,10 +455,10 @@ class HFScorer:
             logits = out.logits
             if keep > 0 and logits.shape[1] != keep:
                 logits = logits[:, -keep:]
-            return logits, getattr(out, "past_key_values", None)
+            return logits, _output_cache(out)
         mask = keep.to(self.device)
         while True:
-            kwargs = dict(base, past_key_values=past() if past else None)
+            kwargs = dict(base, **{self._cache_kwarg: past() if past else None})
             cols = mask.any(0).nonzero().squeeze(1)
             if self._keep_mode == "mask":
                 kwargs["logits_to_keep"] = mask
@@ -481,7 +482,7 @@ class HFScorer:
                 logits = logits[mask[:, cols]]  # 1-D positions honoured
             else:
                 raise ModelError(f"unexpected logits shape {tuple(logits.shape)} for input {tuple(mask.shape)}")
-            return logits, getattr(out, "past_key_values", None)
+            return logits, _output_cache(out)
 
     @staticmethod
     def _pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1031,6 +1032,29 @@ def _accepts_kwarg(model: Any, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The name under which ``model.forward`` takes the KV cache: ``cache`` where it declares it (transformers 5
+    renamed ``past_key_values``; the old name warns, and goes away in 5.40), else ``past_key_values`` (older
+    transformers, remote-code models)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    """The KV cache a forward returned, read by its field name (``out.past_key_values`` is a deprecated alias that
+    warns on transformers with the ``cache`` field); None when the forward kept no cache."""
+    keys = out.keys() if hasattr(out, "keys") else ()
+    for name in ("cache", "past_key_values"):
+        if name in keys:
+            return out[name]
+    return None
 
 
 def _packed_len(g: _Group) -> int:
