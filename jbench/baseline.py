@@ -166,7 +166,7 @@ def _run_machine(cfg: dict[str, Any]) -> dict[str, Any] | None:
 def describe_machine(rec: Any) -> str:
     """One line naming a machine's CPU and kernel path (for reports)."""
     if not isinstance(rec, dict):
-        return "not recorded (baseline saved before jbench recorded machines)"
+        return "not recorded (made before jbench recorded machines)"
     parts = [str(rec.get("cpu") or "CPU model not recorded")]
     if isinstance(rec.get("isa"), list) and rec["isa"]:
         parts.append("+".join(str(f) for f in rec["isa"]))

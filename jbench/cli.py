@@ -96,14 +96,17 @@ def _data_dir(explicit: Path | None, tiny: bool) -> Path:
 
 @app.command("tasks")
 def tasks_cmd() -> None:
-    """List every task: name (as the reference prints it), task version, prompt version, output type, shots."""
+    """List every task: name (as the reference prints it), task version, prompt version, output type, shots,
+    metrics, and its origin: "reference" (the name exists in JP-stable) or "jbench addition" (it does not, e.g.
+    the youri-chat prompts)."""
     from jbench.tasks import all_tasks
 
-    print("| task | version | prompt | output | default shots | metrics |")
-    print("|---|---|---|---|---|---|")
+    print("| task | version | prompt | output | default shots | metrics | origin |")
+    print("|---|---|---|---|---|---|---|")
     for t in all_tasks().values():
+        origin = "reference" if t.is_reference else "jbench addition"
         print(f"| {t.name} | {t.version} | {t.prompt_version or '-'} | {t.output_type} | {t.default_shots} "
-              f"| {', '.join(t.metrics)} |")
+              f"| {', '.join(t.metrics)} | {origin} |")
 
 
 @app.command("prompts")
@@ -566,29 +569,37 @@ def baseline_save_cmd(
 def check_cmd(
     run: Annotated[str, typer.Argument(help="Run directory (or name under results/).")],
     baseline: Annotated[str, typer.Option("--baseline", help="Baseline name, JSON file or run directory.")],
-    mode: Annotated[str, typer.Option("--mode", help="exact (same deterministic setup: every digit and "
-                                      "prediction) or stat (n-aware noise bands).")] = "stat",
+    mode: Annotated[str, typer.Option("--mode", help="exact (same deterministic setup: metrics and predictions "
+                                      "exactly, loglikelihoods within 1e-4) or stat (n-aware noise bands).")]
+    = "stat",
     k: Annotated[float, typer.Option("--k", help="stat mode: band = k * combined stderr (non-proportions).")]
     = 2.0,
-    confidence: Annotated[float, typer.Option("--confidence", help="stat mode: one-sided Wilson confidence.")]
-    = 0.95,
+    confidence: Annotated[float, typer.Option("--confidence", help="stat mode: one-sided Wilson confidence, "
+                                              "in (0.5, 1).")] = 0.95,
     rtol: Annotated[float, typer.Option("--rtol", help="stat mode: relative drop tolerated on top.")] = 0.0,
     baselines_dir: BaselinesDirOpt = Path("results/baselines"),
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the markdown report here.")]
     = None,
+    allow_tokenizer_mismatch: Annotated[bool, typer.Option(
+        "--allow-tokenizer-mismatch", help="Compare even if the tokenizer identity differs from the baseline's (or "
+                                           "the baseline predates identities); the report shows the difference at "
+                                           "the top.")] = False,
 ) -> None:
-    """Compare a run with a baseline. Exit 0 pass, 1 regression, 2 cannot compare (says which field differs)."""
+    """Compare a run with a baseline. Exit 0 pass, 1 a number regressed (NaN/inf included), 2 cannot compare or
+    bad input (one message says which file and field)."""
     from jbench.baseline import check_run
 
-    if mode not in ("exact", "stat"):
-        raise TaskError(f"--mode must be exact or stat, got {mode!r}")
     rep = check_run(run, baseline, mode=mode, k=k, confidence=confidence, rtol=rtol,  # type: ignore[arg-type]
-                    baselines_dir=baselines_dir)
+                    baselines_dir=baselines_dir, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
     text = rep.to_markdown()
-    print(text)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(text + "\n", encoding="utf-8")
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(text + "\n", encoding="utf-8")
+        except OSError as err:
+            raise JBenchError(f"cannot write the report: {err.strerror or err}", where=str(report),
+                              fix="pass a writable --report path") from err
+    print(text)
     raise typer.Exit(rep.exit_code)
 
 

@@ -200,17 +200,19 @@ _IMPORT_HOOKS: dict[str, Callable[[], ContextManager[None]]] = {
 
 
 class _HookedLoader(importlib.abc.Loader):
-    """Runs the real loader inside a hook's context manager, then puts the real loader back on the module."""
+    """Runs the real loader inside the module's hook (the first time it is executed), then puts the real loader
+    back on the module."""
 
-    def __init__(self, loader: Any, hook: Callable[[], ContextManager[None]]) -> None:
-        self._loader, self._hook = loader, hook
+    def __init__(self, loader: Any, owner: "_ImportHook") -> None:
+        self._loader, self._owner = loader, owner
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
+        hook = self._owner.hooks.pop(module.__name__, None)
         try:
-            with self._hook():
+            with hook() if hook is not None else contextlib.nullcontext():
                 self._loader.exec_module(module)
         finally:
             module.__loader__ = self._loader
@@ -222,15 +224,15 @@ class _HookedLoader(importlib.abc.Loader):
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):
-    """Finds the hooked modules through the other finders and wraps their loader (each hook fires once)."""
+    """Finds the hooked modules through the other finders and wraps their loader. A hook fires when the module is
+    executed, not when it is found: ``importlib.util.find_spec`` (transformers' availability checks) only finds."""
 
     def __init__(self, hooks: dict[str, Callable[[], ContextManager[None]]]) -> None:
         self.hooks = dict(hooks)
 
     def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        hook = self.hooks.pop(fullname, None)
-        if hook is None:
+        if fullname not in self.hooks:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -241,7 +243,7 @@ class _ImportHook(importlib.abc.MetaPathFinder):
         else:
             return None
         if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _HookedLoader(spec.loader, hook)
+            spec.loader = _HookedLoader(spec.loader, self)
         return spec
 
 

@@ -120,6 +120,10 @@ def _non_causal(cfg: dict[str, Any], path: str) -> list[JBenchError]:
     """Encoders (BERT-style) and encoder-decoders: transformers maps some to a causal-LM head that loads and scores
     without error, with bidirectional attention or half a model, so every number would be meaningless."""
     model_type = str(cfg.get("model_type") or "")
+    archs = cfg.get("architectures") or []
+    if isinstance(archs, list) and any(str(a).endswith("ForCausalLM") for a in archs) \
+            and not cfg.get("is_encoder_decoder"):
+        return []  # the common case, decided without importing transformers (seconds) before a fast failure
     try:
         from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
     except ImportError:  # pragma: no cover - very old/new transformers
@@ -243,6 +247,7 @@ def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenc
     """Run every check on a plan; raise one :class:`InputErrors` listing all problems (``problems`` are ones the
     caller already found, e.g. while resolving task names)."""
     found = list(problems or [])
+    no_data = any(isinstance(p, DataError) and p.what.startswith("no data directory") for p in found)
     m = plan.model
     found += check_limit(plan.limit)
     found += check_batch_size(m.get("batch_size"))
@@ -252,6 +257,7 @@ def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenc
         found += check_model(str(m["model"]))
     if run_dir is not None:
         found += check_output_dir(run_dir)
-    found += check_tasks_data(plan)
+    if not no_data:  # without a data dir every file is missing: the one message above says what to do
+        found += check_tasks_data(plan)
     if found:
         raise InputErrors(found)

@@ -364,3 +364,147 @@ def test_disk_full_while_writing(cli: Cli, run_dir: Path, real_data_dir: Path, m
         assert len([json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]) == 2
         samples.unlink()
     assert_nothing_written(run_dir)
+
+
+# ------------------------------------------------------------------ the error contract, one table (issue 13)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One user mistake: the args (``{sample}``/``{tmp}`` are filled in), and what the single message must say."""
+
+    args: tuple[str, ...]
+    says: tuple[str, ...]
+
+
+CONTRACT: dict[str, Case] = {
+    "limit-0": Case(("--tasks", "jcommonsenseqa", "--limit", "0"), ("--limit must be positive, got 0",)),
+    "limit-negative": Case(("--tasks", "jcommonsenseqa", "--limit", "-5"), ("--limit must be positive, got -5",)),
+    "shots-too-many": Case(("--tasks", "jcommonsenseqa", "--num-fewshot", "100000", "--limit", "2"),
+                           ("100000 shots asked, but its shot split has only",)),
+    "shots-negative": Case(("--tasks", "jcommonsenseqa", "--num-fewshot", "-1", "--limit", "2"),
+                           ("--num-fewshot must be 0 or more, got -1",)),
+    "shots-trailing-comma": Case(("--tasks", "jcommonsenseqa", "--num-fewshot", "3,", "--limit", "2"),
+                                 ("--num-fewshot must be integers separated by commas, got '3,'",)),
+    "shots-on-zero-shot-task": Case(("--tasks", "xwinograd_ja", "--num-fewshot", "2", "--limit", "2"),
+                                    ("is always 0-shot",)),
+    "device-unknown": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--device", "tpu9"),
+                           ("unknown device 'tpu9'",)),
+    "batch-size-0": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--batch-size", "0"),
+                         ("--batch-size must be at least 1, got 0",)),
+    "variant-unknown": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--variant", "fp8x"),
+                            ("unknown variant 'fp8x'",)),
+    "run-name-escapes": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--run-name", "../escaped"),
+                             ("invalid run name '../escaped'",)),
+    "run-name-absolute": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--run-name", "{tmp}/abs"),
+                              ("invalid run name", "plain name")),
+    "prompt-version-vs-full-name": Case(("--tasks", "jnli-1.3-0.3", "--prompt-version", "0.5", "--limit", "2"),
+                                        ("--prompt-version 0.5 cannot apply to jnli-1.3-0.3",)),
+    "output-dir-is-a-file": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--output-dir", "{tmp}/file/out"),
+                                 ("is not a directory",)),
+    "output-dir-unwritable": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--output-dir", "/proc/jbench-out"),
+                                  ("not writable",)),
+}
+
+
+@pytest.mark.parametrize("name", list(CONTRACT))
+def test_error_contract(name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                        tmp_path: Path, sample_dir: Path) -> None:
+    """Each mistake: exit 2, one message (what / where / what to do), no traceback, nothing written, and no model
+    loaded (every check runs before the weights load)."""
+    import jbench.models.load as load
+
+    case = CONTRACT[name]
+    (tmp_path / "file").write_text("not a directory")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
+    argv = ["jbench", "eval", "--data-dir", str(sample_dir), "--no-progress"]
+    if "--output-dir" not in args:
+        argv += ["--output-dir", str(tmp_path / "out")]
+    if "--run-name" not in args:
+        argv += ["--run-name", "r"]
+    monkeypatch.setattr(sys, "argv", argv + args)
+
+    def no_load(*a: object, **k: object) -> None:
+        raise AssertionError("the model was loaded before the input was validated")
+
+    monkeypatch.setattr(load, "load_scorer", no_load)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert_one_error(Result(2, "", err), *case.says, where=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_every_problem_is_reported_at_once(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    res = cli("--limit", "0", "--device", "tpu9", "--data-dir", str(tmp_path / "empty"))
+    assert res.code == 2 and "Traceback" not in res.err
+    assert "problems found before loading the model" in res.err
+    for frag in ("--limit must be positive", "unknown device 'tpu9'", "jcommonsenseqa validation: data file not found",
+                 "xwinograd_ja validation: data file not found", "jsquad train: data file not found"):
+        assert frag in res.err, frag
+
+
+def test_dry_run_runs_the_same_validation(cli: Cli, sample_dir: Path) -> None:
+    for shots in ("-1", "100000"):
+        res = cli("--dry-run", "--tasks", "jcommonsenseqa", "--num-fewshot", shots, "--data-dir", str(sample_dir))
+        assert res.code == 2 and "Traceback" not in res.err, res.err
+    ok = cli("--dry-run", "--tasks", "jcommonsenseqa", "--num-fewshot", "3", "--data-dir", str(sample_dir))
+    assert ok.code == 0 and json.loads(ok.out)["tasks"][0]["num_fewshot"] == 3
+
+
+def test_cuda_device_on_a_cpu_only_torch(cli: Cli, sample_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    res = cli("--tasks", "jcommonsenseqa", "--limit", "2", "--device", "cuda", "--data-dir", str(sample_dir))
+    assert_one_error(res, "--device cuda", "use --device cpu")
+
+
+def test_truncated_safetensors_is_refused_before_loading(cli: Cli, run_dir: Path, tmp_path: Path,
+                                                          sample_dir: Path) -> None:
+    from jbench.tiny import tiny_default_model
+
+    model = tmp_path / "torn"
+    shutil.copytree(tiny_default_model(), model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    res = cli("-m", str(model), "--tasks", "jcommonsenseqa", "--limit", "2", "--data-dir", str(sample_dir))
+    assert_one_error(res, "the weights file is damaged", "truncated", str(weights))
+    assert not run_dir.exists()
+
+
+def test_repeated_tasks_options_are_joined(cli: Cli, run_dir: Path, sample_dir: Path) -> None:
+    res = cli("--tasks", "jcommonsenseqa", "--tasks", "xwinograd_ja", "--num-fewshot", "0", "--limit", "2",
+              "--data-dir", str(sample_dir))
+    assert res.code == 0, res.err
+    rec = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    assert sorted(rec["results"]) == ["jcommonsenseqa-1.1-0.3", "xwinograd_ja"]
+
+
+def test_resume_refuses_options_it_would_ignore(cli: Cli, run_dir: Path, sample_dir: Path) -> None:
+    assert cli("--tasks", "xwinograd_ja", "--limit", "2", "--data-dir", str(sample_dir)).code == 0
+    res = cli("--resume", str(run_dir), "--limit", "10", "--tasks", "jnli", command="eval")
+    assert_one_error(res, "--resume redoes the stored run exactly", "--tasks", "--limit")
+
+
+def test_compare_rejects_a_bogus_variant_before_running_anything(capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path, sample_dir: Path) -> None:
+    import jbench.cli as cli_mod
+
+    def no_run(*a: object, **k: object) -> None:
+        raise AssertionError("a run started before the variants were validated")
+
+    monkeypatch.setattr(cli_mod, "run_or_reuse", no_run)
+    monkeypatch.setattr(sys, "argv", ["jbench", "compare", "--variants", "int8 bogus", "--tasks", "xwinograd_ja",
+                                      "--limit", "2", "--data-dir", str(sample_dir), "--output-dir",
+                                      str(tmp_path / "out"), "--quantized", "gptq"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "unknown variant 'bogus'" in err and "--quantized must be VARIANT=PATH" in err
+    assert not (tmp_path / "out").exists()

@@ -32,9 +32,18 @@ def listed_tasks() -> list[str]:
     names = []
     for line in out.stdout.splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells and cells[0]:
-            names.append(cells[0].split()[0])
+        if line.startswith("|") and cells[0]:
+            names.append(cells[0])
     return names
+
+
+def test_jbench_additions_are_marked() -> None:
+    out = CliRunner().invoke(app, ["tasks"]).stdout
+    origin = {c[0]: c[-1] for c in ([x.strip() for x in line.strip("|").split("|")]
+                                    for line in out.splitlines()[2:] if line.startswith("|"))}
+    assert origin["jsquad-1.2-0.1"] == origin["jaqket_v2-0.1-0.6"] == "jbench addition"
+    assert origin["jnli-1.3-youri-chat"] == "jbench addition"
+    assert origin["jnli-1.3-0.4"] == origin["jcommonsenseqa-1.1-0.3"] == "reference"
 
 
 TASKS = listed_tasks()
