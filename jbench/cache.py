@@ -14,9 +14,10 @@ every row carries ``sum`` = sha256(key + NUL + value text). A row whose checksum
 valid JSON, or whose value has the wrong type for its request kind is a miss: the answer is recomputed, the row is
 rewritten, and :attr:`CachingScorer.corrupt` counts it (one warning line on stderr). The whole call it came in
 (one runner chunk) is recomputed with it, so that the batch -- and so every bit of the answer -- is the uninterrupted
-run's: recomputed alone, a loglikelihood differs in the 8th digit (other padding, other kernel blocking). Rows written before the
-checksum existed (``sum`` is NULL after the column is added to an old cache) cannot be verified and are treated the
-same way -- recomputed, not trusted -- but counted apart in :attr:`CachingScorer.unverified`.
+run's: recomputed alone, a loglikelihood differs in the 8th digit (other padding, other kernel blocking).
+Rows written before the checksum existed (``sum`` is NULL after the column is added to an old cache) cannot be
+verified and are treated the same way -- recomputed, not trusted -- but counted apart in
+:attr:`CachingScorer.unverified`.
 
 A cache that another process holds locked is waited for (sqlite busy timeout, :data:`BUSY_TIMEOUT_S`) and then
 reported as a :class:`StoreError` (exit 2) saying it is locked; it is never moved aside, since the file is fine and
@@ -219,6 +220,7 @@ class CachingScorer:
         self.corrupt = 0
         self.unverified = 0
         self._warned = False
+        self._noted_old = False
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -245,6 +247,10 @@ class CachingScorer:
         self.corrupt += corrupt
         if corrupt:
             self._warn()
+        if unverified and not self._noted_old:
+            self._noted_old = True
+            print(f"note: the request cache {self.cache.path} was written before answers carried checksums; its "
+                  "answers are recomputed once and stored with one", file=sys.stderr)
         if bad or wrong_type:
             # recompute the whole call, not just the bad rows: the runner calls once per fixed chunk, so this is
             # the batch composition of the uninterrupted run, and the answers come back bit-identical to it

@@ -29,10 +29,11 @@ app = typer.Typer(
 def _global_options(verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Also show library warnings, logs and progress bars on stderr (they always go to "
                                 "<run>/log.txt). Accepted anywhere on the command line.")] = False) -> None:
-    """Options for every command (read early by ``main``; repeated here for --help and in-process callers)."""
-    from jbench.logs import setup
+    """Options for every command (``main`` reads --verbose before this runs; declared here for --help)."""
+    if verbose:  # in-process callers (typer's CliRunner) that pass it; `main` has set up logging already
+        from jbench.logs import setup
 
-    setup(verbose=verbose)
+        setup(verbose=True)
 
 
 DEFAULT_SUITE = ["jcommonsenseqa", "jnli", "marc_ja", "jsquad", "jaqket_v2", "xwinograd_ja"]
@@ -330,7 +331,7 @@ def _run_suite(suite: str, *, model: str | None, tasks: str | None, num_fewshot:
         from jbench.results import check_plain_name
 
         check_plain_name(run_name, "run name", "--run-name")
-    validate_plan(plan, None, problems=problems)
+    validate_plan(plan, None, problems=problems, check_data=False)
     spec = ModelSpec(**plan.model)
     out = run_ja_leaderboard(spec, Path(plan.data_dir), output_dir / (run_name or f"{spec.slug()}-ja_leaderboard"),
                              tasks=_split_csv(tasks) or None, limit=plan.limit, batch_size=batch_size,

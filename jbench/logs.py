@@ -53,6 +53,7 @@ class _State:
     sink: "_RunLogHandler | None" = None
     terminal: "_TerminalHandler | None" = None
     hook: "_ImportHook | None" = None
+    keep: list[Any] = []
 
 
 _state = _State()
@@ -176,6 +177,31 @@ def _adopt_hf_hub() -> None:
     logging.getLogger("huggingface_hub").propagate = True
 
 
+def _adopt_llama_cpp() -> None:
+    """llama.cpp's C log callback (llama-cpp-python prints it raw on stderr, and logs everything until a model is
+    opened with verbose=False) -> the ``llama_cpp`` logger, one record per line."""
+    import ctypes
+
+    import llama_cpp
+
+    levels = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
+    logger = logging.getLogger("llama_cpp")
+    pending = {"level": logging.INFO, "text": ""}
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level != 5:  # 5: continues the previous record
+            pending["level"] = levels.get(level, logging.INFO)
+        pending["text"] += text.decode("utf-8", errors="replace")
+        *lines, pending["text"] = pending["text"].split("\n")
+        for line in lines:
+            if line.strip():
+                logger.log(pending["level"], "%s", line.rstrip())
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _state.keep.append(callback)  # ctypes callbacks must outlive their registration
+
+
 @contextlib.contextmanager
 def _after(fn: Callable[[], None]) -> Iterator[None]:
     yield
@@ -196,6 +222,7 @@ _IMPORT_HOOKS: dict[str, Callable[[], ContextManager[None]]] = {
     "transformers.utils.logging": lambda: _after(_adopt_transformers),
     "huggingface_hub": lambda: _after(_adopt_hf_hub),
     "gptqmodel": _quiet_import,
+    "llama_cpp": lambda: _after(_adopt_llama_cpp),
 }
 
 
@@ -265,12 +292,11 @@ def setup(verbose: bool = False) -> None:
         # read by huggingface_hub (and through it by transformers) at import: no tqdm bars unless asked for
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     root = logging.getLogger()
-    _state.sink, _state.terminal = _RunLogHandler(), _TerminalHandler(logging.DEBUG)
-    root.addHandler(_state.sink)
+    _install_sink()
+    _state.terminal = _TerminalHandler(logging.DEBUG)
     root.addHandler(_state.terminal)
     if root.level > logging.WARNING or root.level == logging.NOTSET:
         root.setLevel(logging.WARNING)
-    logging.getLogger("jbench").setLevel(logging.INFO)
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
@@ -284,20 +310,33 @@ def setup(verbose: bool = False) -> None:
                 pass
 
 
+def _install_sink() -> "_RunLogHandler":
+    """The root handler behind :func:`run_log` (also used without :func:`setup`: in-process callers and tests get a
+    log.txt without jbench taking over their terminal or warnings)."""
+    if _state.sink is None:
+        _state.sink = _RunLogHandler()
+        logging.getLogger().addHandler(_state.sink)
+        jbench_logger = logging.getLogger("jbench")
+        if jbench_logger.level == logging.NOTSET or jbench_logger.level > logging.INFO:
+            jbench_logger.setLevel(logging.INFO)
+    return _state.sink
+
+
 @contextlib.contextmanager
 def run_log(run_dir: Path, name: str = LOG_FILE) -> Iterator[Path]:
     """Append every log record to ``run_dir/name`` while the block runs, starting with the ones buffered so far."""
-    if not _state.configured:
-        setup()
-    assert _state.sink is not None
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / name
-    stream = _state.sink.attach(path)
+    sink = _install_sink()
+    path = Path(run_dir) / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream: io.TextIOBase | None = sink.attach(path)
+    except OSError:  # an unwritable run directory is reported by the run itself, as one message
+        stream = None
     try:
         yield path
     finally:
-        _state.sink.detach(stream)
+        if stream is not None:
+            sink.detach(stream)
 
 
 def _std_fd(stream: Any, default: int) -> int:

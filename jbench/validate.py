@@ -243,9 +243,11 @@ def check_tasks_data(plan: "RunPlan") -> list[JBenchError]:
     return out
 
 
-def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenchError] | None = None) -> None:
+def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenchError] | None = None,
+                  check_data: bool = True) -> None:
     """Run every check on a plan; raise one :class:`InputErrors` listing all problems (``problems`` are ones the
-    caller already found, e.g. while resolving task names)."""
+    caller already found, e.g. while resolving task names). ``check_data=False`` leaves the data files to a runner
+    that reads its own (the lm-eval suite)."""
     found = list(problems or [])
     no_data = any(isinstance(p, DataError) and p.what.startswith("no data directory") for p in found)
     m = plan.model
@@ -257,7 +259,7 @@ def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenc
         found += check_model(str(m["model"]))
     if run_dir is not None:
         found += check_output_dir(run_dir)
-    if not no_data:  # without a data dir every file is missing: the one message above says what to do
+    if check_data and not no_data:  # without a data dir every file is missing: the one message above says what to do
         found += check_tasks_data(plan)
     if found:
         raise InputErrors(found)

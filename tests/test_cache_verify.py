@@ -25,7 +25,8 @@ from jbench.cache import CACHE_FILE, CachingScorer, RequestCache, row_checksum
 from jbench.models.base import GenerationRequest, LoglikelihoodRequest
 from jbench.results import StoreError
 
-REQS = [LoglikelihoodRequest("質問：猫はどこにいますか？\n答え：", x) for x in ("公園", "学校", "駅", "海")]
+REQS = [LoglikelihoodRequest("質問：猫はどこにいますか？\n答え：", x)
+        for x in ("公園", "学校", "駅", "海")]
 
 
 class CountingScorer:

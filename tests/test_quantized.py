@@ -1,7 +1,8 @@
 """Transformers-loaded quantized variants (bnb, int8/int4 weight-only, gptq/awq loading) scored by HFScorer.
 
 Every variant's loglikelihoods are compared with the fp32 original on the same requests: 8-bit variants must be
-close (bounds set from measurements with margin), 4-bit ones are printed and only sanity-checked."""
+close (bounds set from measurements with margin), except bnb8, whose error depends on the machine-built test model
+(see test_bnb8); 4-bit ones are printed and only sanity-checked."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -51,11 +53,76 @@ def test_int8_weight_only_quanto(src: Path, ref: list[float]) -> None:
     assert 0 < mean < 0.03 and mx < 0.1  # measured 0.0052 / 0.010
 
 
-def test_bnb8(src: Path, ref: list[float]) -> None:
+def _llm_int8_emulation(module: Any, threshold: float) -> Callable[[Any], Any]:
+    """A forward for one bnb ``Linear8bitLt`` that does LLM.int8() by hand, in fp32/fp64, from bnb's own int8
+    weights: inputs cast to fp16 for quantization, columns holding an |x| >= threshold kept in fp32 (with the
+    dequantized weight columns), the rest quantized per token to round(x * 127 / row absmax), an exact integer
+    matmul, and the product rescaled by row absmax * SCB / 127^2."""
+    import torch
+
+    cb = module.state.CB if module.state.CB is not None else module.weight.data
+    scb = (module.state.SCB if module.state.SCB is not None else module.weight.SCB).float()
+    assert cb.dtype == torch.int8
+    w_dq = cb.float() * (scb[:, None] / 127.0)
+
+    def forward(x: Any) -> Any:
+        a = x.reshape(-1, x.shape[-1]).float()
+        a16 = a.half().float()
+        outlier = a16.abs() >= threshold
+        cols = outlier.any(0)
+        kept = a16.masked_fill(outlier, 0)
+        row_max = kept.abs().amax(1).clamp_min(1e-30)
+        ca = torch.round(kept * (127.0 / row_max[:, None]))
+        if a.shape[0] > 1:
+            ca[:, cols] = 0
+        out = ((ca.double() @ cb.double().t()) * (row_max[:, None].double() * scb[None, :].double() / 127.0**2))
+        out = out.float()
+        if cols.any():
+            out = out + a[:, cols] @ w_dq[:, cols].t()
+        if module.bias is not None:
+            out = out + module.bias
+        return out.reshape(*x.shape[:-1], -1).to(x.dtype)
+
+    return forward
+
+
+def test_bnb8(src: Path, ref: list[float], caplog: pytest.LogCaptureFixture) -> None:
+    """bnb LLM.int8() equals LLM.int8() computed by hand (tight bound); against fp32 it is only sanity-checked.
+
+    Why no tight bound against fp32: LLM.int8()'s error is its per-token int8 quantization of the activations
+    (step = row absmax / 127 below the 6.0 outlier threshold), and its size depends on the model's activations.
+    The test model is *trained* on the machine that runs the tests, and fp32 training does not give the same
+    weights on every CPU: built with ATen's AVX-512 kernels (an Intel Xeon) and with ATEN_CPU_CAPABILITY=avx2 on
+    the same machine, the weights differ by up to 94 % (relative), and bnb8 costs mean/max |dLL| 0.171/1.009 on
+    the first and 0.028/0.099 on the second (0.036/0.108 was measured on an AMD EPYC). On one model the CPU path
+    changes nothing: torch._int_mm (bnb's AVX-512 path) and an fp32 matmul give identical loglikelihoods, so do
+    ATEN_CPU_CAPABILITY=avx2 and 1 or 2 threads; the fp16 input cast alone costs 0.002 (removing it does not
+    help); weight quantization alone costs 0.012; per-token activation quantization alone 0.166; keeping
+    every |x| >= 1.0 in fp32 (threshold 1.0) brings bnb8 down to the weight-only 0.012.
+
+    What is guaranteed on every CPU: bnb's numbers are LLM.int8() -- equal to the emulation from bnb's own int8
+    weights up to an occasional rounding step flipped by a last-bit difference (measured max 0.0078 and 0.0019
+    on the two models; bound 0.05, while the emulation with the outlier threshold at 3.0, or with no outlier
+    path, differs from bnb by 0.61 / 0.085). Against fp32: it is
+    really quantized, and not garbage (a broken path costs tens of nats)."""
     pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
     sc = _load(src, "bnb8")
-    mean, mx = _report("bnb int8", sc.loglikelihood(REQS), ref)
-    assert 0 < mean < 0.1 and mx < 0.3  # measured 0.036 / 0.108
+    caplog.set_level("WARNING")
+    ll = sc.loglikelihood(REQS)
+    assert "MatMul8bitLt" not in caplog.text  # recorded once in the quantization info instead
+    assert sc.quantization["inputs_cast_to"].startswith("float16") and "int8_matmul" in sc.quantization
+    mean, mx = _report("bnb int8 vs fp32", ll, ref)
+    assert 1e-3 < mean < 0.5 and mx < 3.0
+
+    mods = [m for m in sc.model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    assert mods
+    for m in mods:
+        m.forward = _llm_int8_emulation(m, sc.quantization["int8_threshold"])
+    emulated = sc.loglikelihood(REQS)
+    _, mx_emu = _report("bnb int8 vs its fp32 emulation", ll, emulated)
+    assert mx_emu < 0.05
 
 
 # -- 4-bit: reported -----------------------------------------------------------------------------------------------
@@ -90,7 +157,8 @@ def test_through_registry(src: Path) -> None:
 
     scorer, record = load_scorer(ModelSpec(model=str(src), variant="int8", use_fast=False))
     assert record["variant"] == "int8" and "variant=int8" in record["model_args"]
-    assert record["dtype"] == "float32" and record["tokenizer"] == "sentencepiece"
+    tok = record["tokenizer"]  # the tokenizer identity (issue 12 item 2): a dict with its kind
+    assert record["dtype"] == "float32" and (tok["kind"] if isinstance(tok, dict) else tok) == "sentencepiece"
     assert len(scorer.loglikelihood(REQS[:2])) == 2
 
 

@@ -24,6 +24,7 @@ variants differ in *how* the same linear layers are quantized. Models are loaded
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -133,7 +134,57 @@ def _truthy(v: Any) -> bool:
 
 def _load_bnb(path: str, spec: Any, variant: str) -> tuple[Any, dict[str, Any]]:
     cfg, info = _bnb_config(variant, spec)
-    return _from_pretrained(path, spec, cfg, variant), info
+    model = _from_pretrained(path, spec, cfg, variant)
+    if variant == "bnb8":
+        info.update(_int8_path(spec))
+        model = _without_cast_warning(model)
+    return model, info
+
+
+#: what bitsandbytes' MatMul8bitLt logs (``logging``, not ``warnings``) on every int8 matmul with fp32/bf16 inputs
+_CAST_MESSAGE = "MatMul8bitLt: inputs will be cast from"
+
+
+class _DropCastWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_CAST_MESSAGE)
+
+
+def _int8_path(spec: Any) -> dict[str, Any]:
+    """How LLM.int8() runs here, recorded once instead of bnb's per-matmul log line.
+
+    Measured on the test model (tests/test_quantized.py): the int8 matmul kernel (``torch._int_mm`` on AVX-512,
+    an exact fp32 matmul otherwise) gives bit-identical loglikelihoods either way, and the fp16 cast of the inputs
+    costs ~0.002 nats; the error of LLM.int8() is its per-token int8 quantization of the activations."""
+    out: dict[str, Any] = {"inputs_cast_to": "float16 (for the per-token int8 quantization of activations)"}
+    if _device(spec) == "cpu":
+        try:
+            from bitsandbytes.backends.cpu import ops as cpu_ops
+
+            fast = bool(getattr(cpu_ops, "_has_avx512", False))
+        except ImportError:
+            fast = False
+        out["int8_matmul"] = "torch._int_mm (AVX-512)" if fast else "fp32 matmul of the int8 values (exact)"
+    return out
+
+
+def _without_cast_warning(model: Any) -> Any:
+    """Drop bnb's "inputs will be cast ... to float16" line (200 per run) during this model's forward only; the
+    fact is recorded once in the quantization info (``inputs_cast_to``). Other bnb messages still show."""
+    bnb_log = logging.getLogger("bitsandbytes.autograd._functions")
+    forward = model.forward
+
+    @functools.wraps(forward)  # keeps the signature HFScorer inspects (logits_to_keep, cache argument name)
+    def quiet_forward(*args: Any, **kwargs: Any) -> Any:
+        drop = _DropCastWarning()
+        bnb_log.addFilter(drop)
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            bnb_log.removeFilter(drop)
+
+    model.forward = quiet_forward
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------------
