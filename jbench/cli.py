@@ -450,6 +450,9 @@ def reliability_counters(scoring: object) -> dict:
     inner = getattr(scoring, "inner", scoring)
     if hasattr(scoring, "hits"):
         out["cache_hits"], out["cache_misses"] = scoring.hits, scoring.misses  # type: ignore[attr-defined]
+        # stored answers that failed their checksum (or predate checksums) and were recomputed
+        out["cache_corrupt"] = int(getattr(scoring, "corrupt", 0))
+        out["cache_unverified"] = int(getattr(scoring, "unverified", 0))
     if getattr(inner, "oom_retries", 0):
         out["oom_retries"] = inner.oom_retries  # type: ignore[attr-defined]
         out["oom_batch_cap"] = getattr(inner, "oom_batch_cap", None)

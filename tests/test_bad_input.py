@@ -508,3 +508,31 @@ def test_compare_rejects_a_bogus_variant_before_running_anything(capsys: pytest.
     assert exit_.value.code == 2 and "Traceback" not in err
     assert "unknown variant 'bogus'" in err and "--quantized must be VARIANT=PATH" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_prompts_takes_the_same_data_override_as_eval(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      real_data_dir: Path) -> None:
+    raw = (real_data_dir / JCQA_VALID).read_text(encoding="utf-8")
+    first = json.loads(raw.splitlines()[0])
+    ddir = data_dir_with(tmp_path, real_data_dir,
+                         raw.replace(json.dumps(first["question"], ensure_ascii=False)[1:-1], "改変", 1).encode())
+
+    def prompts(*extra: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["jbench", "prompts", "--task", "jcommonsenseqa-1.1-0.3", "--num-fewshot",
+                                          "0", "--limit", "2", "--data-dir", str(ddir), *extra])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    code, out, err = prompts()
+    assert code == 2 and "checksum mismatch" in err and "--allow-data-mismatch" in err and "Traceback" not in err
+    code, out, err = prompts("--allow-data-mismatch")
+    assert code == 0, err
+    assert len(out.splitlines()) == 2 and json.loads(out.splitlines()[0])["task"] == "jcommonsenseqa-1.1-0.3"
+    code, out, err = prompts("--allow-data-mismatch", "--num-fewshot", "3")  # this data dir has no train split
+    assert code == 2 and "jcommonsenseqa train: data file not found" in err and "Traceback" not in err

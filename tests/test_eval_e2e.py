@@ -64,7 +64,7 @@ def test_every_task_produces_results_and_samples(suite_run: dict) -> None:
             em = 100 * sum(r["exact_match"] for r in rows) / len(rows)
             assert metrics["exact_match"] == pytest.approx(em)
     cfg = run.config
-    assert cfg["use_fast"] is False and cfg["tokenizer"] == "sentencepiece"
+    assert cfg["use_fast"] is False and cfg["tokenizer"]["kind"] == "sentencepiece"
     assert cfg["data"]["jcommonsenseqa-1.1-0.3"][0]["expected"] == "official"
     assert cfg["data"]["jnli-1.1-0.3"][-1]["expected"] == "manifest"  # the made-up train split is labelled
     assert cfg["jbench_version"] and "libraries" in cfg["environment"]

@@ -228,7 +228,7 @@ def test_scorer_feeds_the_model_one_bos(stand_ins: dict[str, Path]) -> None:
 
     d = stand_ins["elyza-instruct"]
     scorer, record = load_scorer(ModelSpec(model=str(d), use_fast=True))
-    assert record["tokenizer"] == "fast"
+    assert record["tokenizer"]["kind"] == "fast"
     seen: list[list[int]] = []
 
     def hook(_module: Any, args: tuple, kwargs: dict) -> None:
@@ -324,7 +324,7 @@ def test_preset_recorded(family_run: dict[str, Any]) -> None:
     assert preset["via"] == "config.json _name_or_path" and preset["candidate"] == fam.hub_id
     assert preset["prompt_version"] == fam.prompt_version
     assert preset["tokenizer"]["use_fast"] is fam.use_fast and cfg["use_fast"] is fam.use_fast
-    assert cfg["tokenizer"] == fam.tokenizer_kind
+    assert cfg["tokenizer"]["kind"] == fam.tokenizer_kind
     assert preset["tokenizer"]["add_special_tokens"] is False
     assert cfg["trust_remote_code"] is False and preset["tokenizer"]["trust_remote_code"] is False
     default_pv = resolve_preset(fam.hub_id, warn=False).prompt_version

@@ -291,3 +291,35 @@ def test_averages_table() -> None:
     assert cells["jnli"] == ["jnli", "50.00"]
     assert cells["jsquad"] == ["-", "-"]
     assert cells["**4-task average**"] == ["", "-"]
+
+
+def test_averages_table_leaves_out_families_jbench_cannot_run() -> None:
+    """xlsum_ja, mgsm and the 8-task average appear only when the results hold such a task (lm-eval suites)."""
+    six = {k: v for k, v in RINNA_1B["results"].items() if not k.startswith(("xlsum", "mgsm"))}
+    table = averages_table(six)
+    assert "xlsum" not in table and "mgsm" not in table and "8-task" not in table
+    assert "6-task average" in table and "4-task average" in table
+    assert "8-task average" in averages_table(RINNA_1B["results"])
+
+
+def test_data_marks_reach_task_scores_and_every_average_that_includes_them() -> None:
+    from jbench.report import data_marks, marks_footer
+
+    results = {"jcommonsenseqa-1.1-0.3": {"acc": 0.5}, "jnli-1.1-0.3": {"acc": 0.4},
+               "marc_ja-1.1-0.3": {"acc": 0.6}, "jsquad-1.1-0.3": {"exact_match": 10.0},
+               "jaqket_v2-0.1-0.3": {"exact_match": 5.0}, "xwinograd_ja": {"acc": 0.5}}
+    data = {"jcommonsenseqa-1.1-0.3": [{"path": "a", "madeup": False, "mismatch": None}],
+            "marc_ja-1.1-0.3": [{"path": "b", "madeup": True, "mismatch": None}],
+            "jaqket_v2-0.1-0.3": [{"path": "c", "madeup": False, "mismatch": "sha256 x != official y"}]}
+    marks = data_marks(data)
+    assert marks == {"marc_ja-1.1-0.3": "†", "jaqket_v2-0.1-0.3": "‡"}
+    rows = {ln.split("|")[1].strip(): ln.split("|")[3].strip() for ln in averages_table(results, marks).splitlines()[2:]}
+    assert rows["jcommonsenseqa"] == "50.00" and rows["marc_ja"] == "60.00 †" and rows["jaqket_v2"] == "5.00 ‡"
+    assert rows["**4-task average**"].endswith(" †") and rows["**6-task average**"].endswith(" †‡")
+    card = card_table(results, {t: 1.1 for t in results}, marks)
+    assert "marc_ja-1.1-0.3 †" in card and "jaqket_v2-0.1-0.3 ‡" in card
+    assert not any("jcommonsenseqa" in ln and ("†" in ln or "‡" in ln) for ln in card.splitlines())
+    assert card_table(results, {t: 1.1 for t in results}) == card_table(results, {t: 1.1 for t in results}, {})
+    foot = marks_footer(marks)
+    assert "† made-up rows" in foot and "(marc_ja-1.1-0.3)" in foot and "‡ a data file failed its checksum" in foot
+    assert marks_footer({}) == ""
