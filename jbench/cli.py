@@ -333,9 +333,14 @@ def _run_suite(suite: str, *, model: str | None, tasks: str | None, num_fewshot:
         check_plain_name(run_name, "run name", "--run-name")
     validate_plan(plan, None, problems=problems, check_data=False)
     spec = ModelSpec(**plan.model)
-    out = run_ja_leaderboard(spec, Path(plan.data_dir), output_dir / (run_name or f"{spec.slug()}-ja_leaderboard"),
-                             tasks=_split_csv(tasks) or None, limit=plan.limit, batch_size=batch_size,
-                             allow_data_mismatch=plan.allow_data_mismatch, preset=plan.preset)
+    from jbench.logs import run_log
+    from jbench.results import RunLock
+
+    run_dir = output_dir / (run_name or f"{spec.slug()}-ja_leaderboard")
+    with RunLock(run_dir), run_log(run_dir):
+        out = run_ja_leaderboard(spec, Path(plan.data_dir), run_dir, tasks=_split_csv(tasks) or None,
+                                 limit=plan.limit, batch_size=batch_size,
+                                 allow_data_mismatch=plan.allow_data_mismatch, preset=plan.preset)
     print(suite_tables(out))
 
 

@@ -184,13 +184,15 @@ def _adopt_llama_cpp() -> None:
 
     import llama_cpp
 
-    levels = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
+    # ggml.h's levels (llama-cpp-python's own table predates their renumbering): 0 none, 1 debug, 2 info, 3 warn,
+    # 4 error, 5 continues the previous record
+    levels = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
     logger = logging.getLogger("llama_cpp")
     pending = {"level": logging.INFO, "text": ""}
 
     @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        if level != 5:  # 5: continues the previous record
+        if level != 5:
             pending["level"] = levels.get(level, logging.INFO)
         pending["text"] += text.decode("utf-8", errors="replace")
         *lines, pending["text"] = pending["text"].split("\n")

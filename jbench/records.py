@@ -34,7 +34,7 @@ class MCRow:
     acc_norm: float | None = None
     native_index: int | None = None
     shot_ids: list[Any] | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] | None = None
     #: backend-specific fields kept beside the standard ones (e.g. lm-eval's ``is_greedy``, ``filter``)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -57,7 +57,7 @@ class GenRow:
     f1: float | None = None
     native_index: int | None = None
     shot_ids: list[Any] | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -76,6 +76,9 @@ def _flatten(row: MCRow | GenRow) -> dict[str, Any]:
         out.pop("acc_norm")
     if out.get("f1") is None and isinstance(row, GenRow):
         out.pop("f1")
+    for optional in ("native_index", "shot_ids", "notes"):  # jbench's own rows have them; lm-eval's do not
+        if out.get(optional) is None:
+            out.pop(optional)
     return {**out, **extra}
 
 

@@ -323,6 +323,8 @@ def _lm_eval_model(spec: ModelSpec, batch_size: int | str | None) -> tuple[Any, 
                          f"served by {type(scorer).__name__}",
                          fix="use an hf / quantized-transformers variant (fp32, bf16, bnb4, int8, gptq, ...); "
                              "GGUF through llama.cpp cannot be handed to lm-eval's hf model")
+    from jbench.models.tokenizer import wrap_hf_tokenizer
+
     tok = _hf_tokenizer(scorer, record, spec)
     bs = batch_size if batch_size is not None else (spec.batch_size if spec.batch_size is not None else 1)
     kwargs: dict[str, Any] = {"batch_size": bs}
@@ -333,7 +335,7 @@ def _lm_eval_model(spec: ModelSpec, batch_size: int | str | None) -> tuple[Any, 
     record["lm_eval_cli"] = _cli_equivalent(spec, record, bs)
     record.update(
         batch_size=bs, max_length=lm.max_length,
-        tokenizer=f"hf-{'fast' if getattr(tok, 'is_fast', False) else 'slow'} ({type(tok).__name__})",
+        tokenizer=wrap_hf_tokenizer(tok).identity(),  # the tokenizer lm-eval actually used, not jbench's
         resources={"load_s": round(load_s, 3), "size_bytes": int(footprint()) if callable(footprint) else None},
     )
     return lm, record

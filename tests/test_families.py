@@ -392,8 +392,11 @@ def _dry_run(model: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HOME": str(empty), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
     env.pop("JBENCH_DATA_DIR", None)
+    from jbench.data import sample_data_dir
+
+    # a dry run is the validation step: it checks every data file too, so it needs a data dir (here the sample)
     proc = subprocess.run([sys.executable, "-c", _DRIVER, "eval", "--model", model, "--dry-run",
-                           "--output-dir", str(tmp_path / "results")],
+                           "--data-dir", str(sample_data_dir()), "--output-dir", str(tmp_path / "results")],
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert "\nIMPORTED []\n" in proc.stderr, "a dry run must not load (or even import) a model library"
     return proc

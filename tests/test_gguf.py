@@ -172,7 +172,7 @@ def test_through_registry(gguf_files: dict[str, Path], src: Path, ref: list[floa
 
     spec = ModelSpec(model=str(gguf_files["q8_0"]), variant="gguf", use_fast=False, extra={"tokenizer": str(src)})
     scorer, record = load_scorer(spec)
-    assert record["variant"] == "gguf" and record["tokenizer"] == "sentencepiece"
+    assert record["variant"] == "gguf" and record["tokenizer"]["kind"] == "sentencepiece"
     assert len(scorer.loglikelihood(REQS[:2])) == 2
 
 

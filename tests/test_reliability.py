@@ -158,7 +158,9 @@ def test_ctrl_c_then_resume_flag(real_data_dir: Path, tmp_path: Path, monkeypatc
     assert cli(*args, "--run-name", "cut") == 130
     assert "rerun the same command (or `jbench eval --resume RUN`)" in capsys.readouterr().err
     assert not (tmp_path / "cut" / "results.json").exists()
-    assert list(samples_bytes(tmp_path / "cut")) == ["samples_jcommonsenseqa-1.1-0.3.jsonl"]  # the finished task
+    # results replace a run's files only when complete: the finished task's answers are in the cache, not yet in
+    # the run directory (an earlier good run there would have been left untouched)
+    assert list(samples_bytes(tmp_path / "cut")) == []
     monkeypatch.setattr(CachingScorer, "loglikelihood", real_ll)
     stale = tmp_path / "cut" / ".results.json.x1y2.tmp"  # what a kill in the middle of an atomic write leaves
     stale.write_text("{half")

@@ -380,7 +380,10 @@ def load_model(path: str, spec: Any) -> tuple[Any, dict[str, Any]]:
     if loader is None:
         raise ModelError(f"jbench.models.quantized does not provide variant {spec.variant!r}",
                          fix=f"one of: {', '.join(_LOADERS)}")
-    return loader(path, spec, spec.variant)
+    from jbench.logs import captured_output
+
+    with captured_output(spec.variant):  # gptqmodel and friends print banners and kernel choices to stdout
+        return loader(path, spec, spec.variant)
 
 
 def load_variant(path: str, spec: Any, *, use_fast: bool | None) -> Any:
