@@ -40,6 +40,7 @@ from statistics import NormalDist
 from typing import Any, Literal
 
 from jbench.errors import JBenchError
+from jbench.records import GOLD, PREDICTION
 from jbench.results import RESULTS_FILE, Run, StoreError, _atomic_write, load_run, resolve_run, samples_path
 
 FORMAT = "jbench-baseline/1"
@@ -205,7 +206,7 @@ def _metrics(task_results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _example(row: dict[str, Any]) -> dict[str, Any]:
     ex: dict[str, Any] = {"doc_index": row.get("doc_index"), "doc_id": row.get("doc_id"),
-                          "prediction": row.get("prediction")}
+                          "prediction": row.get(PREDICTION)}
     prompt = row.get("prompt")
     if isinstance(prompt, str):
         ex["prompt_sha"] = prompt_hash(prompt)
@@ -580,7 +581,7 @@ def bootstrap_stderr(metric: str, rows: list[dict[str, Any]]) -> float | None:
     import numpy as np
 
     fn = {"mcc": _mcc, "macro_f1": _macro_f1}.get(metric)
-    pairs = [(r.get("gold"), r.get("prediction")) for r in rows]
+    pairs = [(r.get(GOLD), r.get(PREDICTION)) for r in rows]
     if fn is None or len(pairs) < 2 or not all(isinstance(g, int) and isinstance(p, int) and g >= 0 and p >= 0
                                                 for g, p in pairs):
         return None
@@ -792,7 +793,7 @@ def _compare_examples(task: str, base_ex: list[dict[str, Any]], rows: list[dict[
         parts = []
         if now.get("doc_id") != e.get("doc_id"):
             parts.append(f"doc_id {e.get('doc_id')!r} vs now {now.get('doc_id')!r}")
-        if now.get("prediction") != e.get("prediction"):
+        if now.get(PREDICTION) != e.get("prediction"):
             parts.append(f"prediction {e.get('prediction')!r} vs now {now.get('prediction')!r}")
         if now.get("prompt_sha") != e.get("prompt_sha"):
             base_prompt = source.get(_key(di))

@@ -12,11 +12,14 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from jbench.errors import InputErrors, JBenchError, TaskError
+
+if TYPE_CHECKING:
+    from jbench.runner import RunPlan
 
 app = typer.Typer(
     help="jbench: Japanese LLM benchmarks with the exact semantics of the reference JP harness (JP-stable), "
@@ -97,9 +100,10 @@ def _data_dir(explicit: Path | None, tiny: bool) -> Path:
 
 @app.command("tasks")
 def tasks_cmd() -> None:
-    """List every task: name (as the reference prints it), task version, prompt version, output type, shots,
-    metrics, and its origin: "reference" (the name exists in JP-stable) or "jbench addition" (it does not, e.g.
-    the youri-chat prompts)."""
+    """List every task: name, task version, prompt version, output type, shots, metrics and origin.
+
+    origin is "reference" (the name exists in JP-stable) or "jbench addition" (it does not: youri-chat prompts,
+    jsquad-1.2-0.1, jaqket_v2-0.1-0.6)."""
     from jbench.tasks import all_tasks
 
     print("| task | version | prompt | output | default shots | metrics | origin |")
@@ -495,8 +499,6 @@ def execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool = True, 
 def _execute_plan(plan: "RunPlan", run_dir: Path, *, show_progress: bool, use_cache: bool) -> dict:
     from jbench.cache import CACHE_FILE, CachingScorer, RequestCache, model_identity
     from jbench.models.load import ModelSpec, load_scorer
-    from jbench.report import (averages_table, card_table, data_marks, header_line, marks_footer,
-                               truncation_footer)
     from jbench.runner import RunSettings, TaskRun, run_tasks
     from jbench.tasks import resolve_task
 

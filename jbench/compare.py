@@ -34,6 +34,7 @@ import numpy as np
 
 from jbench import stats
 from jbench.errors import JBenchError
+from jbench.records import GOLD, GOLDS, PREDICTION
 from jbench.results import Run, load_run
 
 if TYPE_CHECKING:
@@ -556,7 +557,7 @@ def _align(task: str, orig: list[dict[str, Any]], var: list[dict[str, Any]], lab
             bad.append(f"doc {key}: prompt differs {_first_diff(str(ra.get('prompt')), str(rb.get('prompt')))}")
         elif ra.get("continuations") != rb.get("continuations"):
             bad.append(f"doc {key}: answer choices differ ({ra.get('continuations')} vs {rb.get('continuations')})")
-        elif ra.get("gold") != rb.get("gold") or ra.get("golds") != rb.get("golds"):
+        elif ra.get(GOLD) != rb.get(GOLD) or ra.get(GOLDS) != rb.get(GOLDS):
             bad.append(f"doc {key}: gold answer differs")
         pa.append(ra)
         pb.append(rb)
@@ -602,13 +603,13 @@ def _collapse(value: float, chance: float, rows: list[dict[str, Any]], mc: bool)
     if mc:
         if stats.collapsed(value, chance):
             return True, f"at or below chance ({chance:.1f})"
-        preds = {r.get("prediction") for r in rows}
-        golds = {r.get("gold") for r in rows}
+        preds = {r.get(PREDICTION) for r in rows}
+        golds = {r.get(GOLD) for r in rows}
         if len(rows) >= MIN_N_CONSTANT_COLLAPSE and len(preds) == 1 and len(golds) > 1:
             return True, f"always answers choice {next(iter(preds))}"
         return False, None
     if stats.collapsed(value, 0.0):
-        empty = all(not str(r.get("prediction") or "").strip() for r in rows)
+        empty = all(not str(r.get(PREDICTION) or "").strip() for r in rows)
         return True, "exact match 0" + (" (all generations empty)" if empty else "")
     return False, None
 
@@ -632,10 +633,10 @@ def _compare_task(task: str, ra: list[dict[str, Any]], rb: list[dict[str, Any]],
         b01, b10, mcn = stats.mcnemar_exact(a / 100, b / 100)
         r2w, w2r = b10, b01
     if mc:
-        agree = stats.agreement([r.get("prediction") for r in ra], [r.get("prediction") for r in rb])
+        agree = stats.agreement([r.get(PREDICTION) for r in ra], [r.get(PREDICTION) for r in rb])
     else:
-        agree = stats.agreement([str(r.get("prediction") or "").strip() for r in ra],
-                                [str(r.get("prediction") or "").strip() for r in rb])
+        agree = stats.agreement([str(r.get(PREDICTION) or "").strip() for r in ra],
+                                [str(r.get(PREDICTION) or "").strip() for r in rb])
     kl = top = None
     chance: float
     if mc:
@@ -711,7 +712,7 @@ def _compare_average(name: str, paired: list[_Paired], label: str, *, margin: fl
     deltas = [float(p.b.mean() - p.a.mean()) for p in paired]
     _, lo, hi = stats.mover_average(deltas, [p.ci[0] for p in paired], [p.ci[1] for p in paired])
     _, tlo, thi = stats.mover_average(deltas, [p.tost_ci[0] for p in paired], [p.tost_ci[1] for p in paired])
-    method = f"{stats.MOVER_METHOD} ({' + '.join(sorted({p.method.split(' (')[0] for p in paired}))})"
+    method = f"{stats.MOVER_METHOD} of {' + '.join(sorted({p.method for p in paired}))}"
     n = sum(p.a.size for p in paired)
     tost = stats.tost_from_interval(val - orig, tlo, thi, margin, alpha, n, method)
     return TaskComparison(

@@ -9,29 +9,23 @@ KeyError after an hour of scoring.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: names of the fields that metrics and comparisons read from stored rows
 PREDICTION = "prediction"
 GOLD = "gold"
 GOLDS = "golds"
-LOGLIKELIHOODS = "loglikelihoods"
 
 
-@dataclass
-class MCRow:
-    """One multiple-choice (loglikelihood) document: the choices' summed log-likelihoods and what they decided."""
+@dataclass(kw_only=True)
+class _Row:
+    """What every stored row has: where the document sits, the prompt the model saw, and what it answered."""
 
     doc_index: int
     doc_id: Any
     prompt: str
-    continuations: list[str]
-    loglikelihoods: list[float]
-    prediction: int | None
-    gold: int | None
-    acc: float
-    acc_norm: float | None = None
+    prediction: Any
     native_index: int | None = None
     shot_ids: list[Any] | None = None
     notes: list[str] | None = None
@@ -42,29 +36,33 @@ class MCRow:
         return _flatten(self)
 
 
-@dataclass
-class GenRow:
-    """One generation document: the greedy output (already cut at ``until``) and its scores against the golds."""
+@dataclass(kw_only=True)
+class MCRow(_Row):
+    """One multiple-choice (loglikelihood) document: the choices' summed log-likelihoods and what they decided
+    (``prediction`` is the argmax choice index)."""
 
-    doc_index: int
-    doc_id: Any
-    prompt: str
+    prediction: int | None
+    continuations: list[str]
+    loglikelihoods: list[float]
+    gold: int | None
+    acc: float
+    acc_norm: float | None = None
+
+
+@dataclass(kw_only=True)
+class GenRow(_Row):
+    """One generation document: the greedy output (``prediction``, already cut at ``until``) and its scores against
+    the golds."""
+
+    prediction: str | None
     until: Any
     max_gen_tokens: int | None
-    prediction: str | None
     golds: list[str]
     exact_match: float
     f1: float | None = None
-    native_index: int | None = None
-    shot_ids: list[Any] | None = None
-    notes: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return _flatten(self)
 
 
-def _flatten(row: MCRow | GenRow) -> dict[str, Any]:
+def _flatten(row: _Row) -> dict[str, Any]:
     """The JSON object stored per line: the standard fields, then the backend's extra fields (which may not shadow
     a standard field)."""
     out = asdict(row)
@@ -72,15 +70,7 @@ def _flatten(row: MCRow | GenRow) -> dict[str, Any]:
     clash = set(extra) & set(out)
     if clash:
         raise ValueError(f"extra fields {sorted(clash)} would overwrite standard row fields")
-    if out.get("acc_norm") is None and isinstance(row, MCRow):
-        out.pop("acc_norm")
-    if out.get("f1") is None and isinstance(row, GenRow):
-        out.pop("f1")
-    for optional in ("native_index", "shot_ids", "notes"):  # jbench's own rows have them; lm-eval's do not
-        if out.get(optional) is None:
-            out.pop(optional)
+    for optional in ("native_index", "shot_ids", "notes", "acc_norm", "f1"):  # jbench's rows have them; lm-eval's
+        if out.get(optional) is None:                                          # do not
+            out.pop(optional, None)
     return {**out, **extra}
-
-
-#: every standard field name of either row kind (readers use it to tell standard fields from extras)
-STANDARD_FIELDS = frozenset(f.name for cls in (MCRow, GenRow) for f in fields(cls) if f.name != "extra")

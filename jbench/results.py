@@ -28,7 +28,7 @@ def check_plain_name(name: str, what: str, option: str) -> None:
     if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith(".")
             or os.path.isabs(name)):
         raise StoreError(f"invalid {what} {name!r}: it must be a plain name (no '/', '\\', '..' or leading '.')",
-                         where=f"{option} {name}", fix=f"use a plain name such as 'tiny-fp32'; to store runs "
+                         where=f"{option} {name}", fix="use a plain name such as 'tiny-fp32'; to store runs "
                                                        "elsewhere, use --output-dir")
 
 

@@ -58,10 +58,10 @@ __all__ = [
 ]
 
 #: How the interval of a row was computed (shown per row in the comparison report).
-SCORE_METHOD = "Tango score + CC (paired binary)"  # CC: continuity correction, see tango_interval
+SCORE_METHOD = "Tango score (CC)"  # paired binary; CC: continuity correction, see tango_interval
 BOOTSTRAP_METHOD = "paired bootstrap"
 T_METHOD = "paired t"
-MOVER_METHOD = "MOVER over per-task intervals"
+MOVER_METHOD = "MOVER"  # over the per-task intervals (Zou & Donner 2008)
 #: Continuity correction of the Tango score statistic (see :func:`tango_interval` for why 0.5).
 TANGO_CC = 0.5
 

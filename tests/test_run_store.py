@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -36,13 +35,20 @@ def test_run_names_are_names(name: str) -> None:
     check_plain_name("tiny-fp32_v2.1", "run name", "--run-name")
 
 
-def test_a_held_run_directory_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+def _hold(run_dir: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process that holds ``run_dir``'s lock for ``seconds`` (returned once it holds it)."""
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
                                "from jbench.results import RunLock\n"
-                               "with RunLock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(30)",
-                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+                               "with RunLock(Path(sys.argv[1])):\n print('held', flush=True); "
+                               "time.sleep(float(sys.argv[2]))", str(run_dir), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_held_run_directory_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+    holder = _hold(tmp_path / "run", 30)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(StoreError, match="in use by another jbench process") as err:
             with RunLock(tmp_path / "run"):
                 pass
@@ -55,12 +61,8 @@ def test_a_held_run_directory_is_refused_with_the_holder_named(tmp_path: Path) -
 
 
 def test_wait_waits_for_the_holder(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from jbench.results import RunLock\n"
-                               "with RunLock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(1.5)",
-                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    holder = _hold(tmp_path / "run", 1.5)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         t0 = time.monotonic()
         with RunLock(tmp_path / "run", wait=True):
             assert time.monotonic() - t0 > 0.5
@@ -101,7 +103,7 @@ def test_a_failed_rerun_leaves_the_previous_results_intact(tmp_path: Path, sampl
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith(("results", "samples_"))}
     assert "results.json" in before and len(before) == 3
     # the rerun dies in the middle of scoring (after its first task): nothing it made replaces the old files
-    env = {**_env(), "JBENCH_TEST_FAIL_AFTER_TASKS": "1"}
+    env = _env()
     code = ("import os, sys\nimport jbench.runner as r\nreal = r.score_task\nn = [0]\n"
             "def fail(*a, **k):\n    n[0] += 1\n    if n[0] > 1: raise RuntimeError('killed mid-run')\n"
             "    return real(*a, **k)\nr.score_task = fail\nfrom jbench.cli import main\nsys.argv = sys.argv[1:]\nmain()")

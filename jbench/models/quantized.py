@@ -231,10 +231,13 @@ def _load_weight_only(path: str, spec: Any, variant: str) -> tuple[Any, dict[str
 def _outside_inference_mode(model: Any) -> Any:
     """quanto's int4 matmul is an autograd Function that fails under ``torch.inference_mode`` ("Cannot set
     version_counter for inference tensor"), which HFScorer uses; run the forward under ``no_grad`` instead."""
+    import functools
+
     import torch
 
     forward = model.forward
 
+    @functools.wraps(forward)  # keeps the signature, which HFScorer reads to pick the cache argument's name
     def no_grad_forward(*args: Any, **kwargs: Any) -> Any:
         with torch.inference_mode(False), torch.no_grad():
             return forward(*args, **kwargs)
