@@ -30,7 +30,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 opt = $(if $(2),$(1) $(2),)
 
-.PHONY: help install venv test eval compare check bench clean gate-baseline
+.PHONY: help install venv test test-fast eval compare check bench clean gate-baseline
 
 help:
 	@echo "make install          create $(VENV) and install jbench (+extras: $(EXTRAS)); torch==$(TORCH_VERSION)"
@@ -38,7 +38,8 @@ help:
 	@echo "make compare [MODEL=... VARIANTS='...']  original vs quantized variants"
 	@echo "make check MODEL=... BASELINE=...        regression gate against a stored baseline"
 	@echo "make bench [MODEL=... TASKS=... LIMIT=...] speed vs lm-eval's hf backend"
-	@echo "make test             the test suite"
+	@echo "make test             the test suite (everything)"
+	@echo "make test-fast        the inner loop: every test that loads no model and starts no process (< 1 min)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +75,9 @@ bench:
 
 test:
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast:
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # Regenerate the CI gate's committed baseline (only when a number is meant to move; say why in the commit).
 gate-baseline:

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jbench.models.base import GenerationRequest, LoglikelihoodRequest, Scorer, Tokenizer
+from jbench.models.base import GenerationRequest, LoglikelihoodRequest, Scorer, ScorerStats, Tokenizer
 from jbench.results import StoreError
 
 CACHE_FILE = "cache.sqlite"
@@ -229,6 +229,13 @@ class CachingScorer:
     @property
     def max_length(self) -> int:
         return self.inner.max_length
+
+    def stats(self) -> ScorerStats:
+        """The wrapped scorer's stats (what it computed this time), plus the cache's counters."""
+        inner = self.inner.stats()
+        inner.extra = {**inner.extra, "cache_hits": self.hits, "cache_misses": self.misses,
+                       "cache_corrupt": self.corrupt, "cache_unverified": self.unverified}
+        return inner
 
     def _key(self, kind: str, payload: list[Any]) -> str:
         blob = json.dumps([self.identity, kind, payload], ensure_ascii=False)

@@ -190,10 +190,10 @@ class JbenchLM(HFLM):
                 for toks, (_, _, until, _) in zip(new, fast)]
 
     def get_model_info(self) -> dict[str, Any]:
-        import jbench
+        from jbench.version import __version__
 
         info = super().get_model_info()
-        info["jbench_backend"] = {"version": jbench.__version__, "prefix_sharing": self.scorer.prefix_sharing,
+        info["jbench_backend"] = {"version": __version__, "prefix_sharing": self.scorer.prefix_sharing,
                                   "max_rows": self.scorer.batch_size}
         return info
 

@@ -8,8 +8,14 @@ bit for bit, not just to four decimals:
   (sample std, n-1, over sqrt(n)).
 * ``balanced_acc`` / ``macro_f1``: no stderr. ``mcc``: sklearn value plus the reference's 100000-iteration
   bootstrap stderr, reproduced exactly but vectorised (see :func:`mcc_bootstrap_stderr`).
-* ``exact_match`` / ``f1``: the JaSQuAD metric (emoji removal + neologdn + MeCab tokens), max over gold
-  answers, corpus value ``100 * sum / total`` (0-100 scale), no stderr.
+* ``exact_match`` / ``f1``: the JaSQuAD metric (emoji removal + neologdn + MeCab tokens, :mod:`jbench.jasquad`),
+  max over gold answers, corpus value ``100 * sum / total`` (0-100 scale), no stderr.
+* The regression gate's stderr for a metric that has none (``jbench check --mode stat`` on macro_f1, or mcc saved
+  without one) is :func:`gate_bootstrap_stderr`: a seeded numpy bootstrap on the same confusion-count MCC as the
+  fast reference bootstrap above, not the reference's own procedure (it only needs to be reproducible).
+
+Rows or data a metric cannot use raise :class:`jbench.errors.MetricError` (a ``ValueError``) or
+:class:`jbench.errors.MetricFieldError` (a ``KeyError``): both are JBenchErrors, reported by the CLI with exit 2.
 
 Sums are computed strictly left to right (the reference uses the built-in ``sum``, which was sequential before
 Python 3.12; 3.12+ uses compensated summation, which would change the last bits).
@@ -21,28 +27,30 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import string
 import warnings
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
+from jbench.errors import MetricError, MetricFieldError
+from jbench.jasquad import (MECAB_MAX_CHARS, PUNCT_TOKENS, exact_match_example, f1_example, jasquad_normalize,
+                            jasquad_tokens)
 from jbench.records import GOLD, GOLDS, PREDICTION
 
 __all__ = [
+    "MECAB_MAX_CHARS",
     "METRICS",
     "MetricSpec",
     "MetricValue",
+    "PUNCT_TOKENS",
     "aggregate",
     "balanced_mean",
     "exact_match_example",
     "f1_example",
+    "gate_bootstrap_stderr",
     "jasquad_normalize",
     "jasquad_tokens",
     "macro_f1",
@@ -115,12 +123,12 @@ def multiple_choice_example(
       not bytes or tokens. Zero-length choices divide by zero like numpy does (inf/nan, no exception).
     """
     if len(lls) == 0:
-        raise ValueError("multiple_choice_example: no choices to score")
+        raise MetricError("multiple_choice_example: no choices to score")
     if len(lls) != len(choices):
-        raise ValueError(f"multiple_choice_example: {len(lls)} log-likelihoods for {len(choices)} choices")
+        raise MetricError(f"multiple_choice_example: {len(lls)} log-likelihoods for {len(choices)} choices")
     gold = int(gold)
     if not 0 <= gold < len(lls):
-        raise ValueError(f"multiple_choice_example: gold index {gold} out of range for {len(lls)} choices")
+        raise MetricError(f"multiple_choice_example: gold index {gold} out of range for {len(lls)} choices")
     arr = np.asarray(lls, dtype=np.float64)
     pred = int(np.argmax(arr))
     if strict:
@@ -173,7 +181,7 @@ def _bootstrap_plan(iters: int) -> tuple[int, int]:
 
     Note the reference silently drops a partial last chunk (iters=1500 gives 1000 resamples)."""
     if iters < 2:
-        raise ValueError(f"bootstrap needs iters >= 2, got {iters}")
+        raise MetricError(f"bootstrap needs iters >= 2, got {iters}")
     chunk = min(_BOOTSTRAP_CHUNK, iters)
     return chunk, iters // chunk
 
@@ -190,7 +198,7 @@ def mcc_bootstrap_stderr_reference(
 
     items = list(zip(golds, preds))
     if not items:
-        raise ValueError("mcc bootstrap on an empty sample")
+        raise MetricError("mcc bootstrap on an empty sample")
     chunk, n_chunks = _bootstrap_plan(iters)
     res: list[float] = []
     for i in range(n_chunks):
@@ -225,6 +233,14 @@ def _mcc_from_counts(n: int, n_correct: np.ndarray, t_sum: np.ndarray, p_sum: np
     nz = prod != 0
     out[nz] = cov_ytyp[nz] / np.sqrt(prod[nz])
     return out
+
+
+def _confusions(codes: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
+    """Confusion matrices (r, k, k; rows gold, columns prediction) of r resamples ``idx`` (r, n) of examples whose
+    ``codes`` are ``gold * k + pred``. Counts are exact integers, so any metric computed from them is too."""
+    r = idx.shape[0]
+    flat = np.take(codes, idx, mode="clip") + (np.arange(r, dtype=np.int64) * (k * k))[:, None]
+    return np.bincount(flat.ravel(), minlength=r * k * k).reshape(r, k, k)
 
 
 class _MccChunker:
@@ -287,8 +303,7 @@ class _MccChunker:
             t[:, k - 1] = n - t[:, : k - 1].sum(axis=1)
             p[:, k - 1] = n - p[:, : k - 1].sum(axis=1)
         else:
-            flat = np.take(self.codes, idx, mode="clip") + (np.arange(r, dtype=np.int64) * (k * k))[:, None]
-            conf = np.bincount(flat.ravel(), minlength=r * k * k).reshape(r, k, k)
+            conf = _confusions(self.codes, idx, k)
             n_correct = np.trace(conf, axis1=1, axis2=2)
             t = conf.sum(axis=2)
             p = conf.sum(axis=1)
@@ -308,9 +323,9 @@ def mcc_bootstrap_stderr(
     heavy parts); results are concatenated in chunk order, so the answer does not depend on ``workers``.
     """
     if len(golds) != len(preds):
-        raise ValueError(f"mcc bootstrap: {len(golds)} golds vs {len(preds)} preds")
+        raise MetricError(f"mcc bootstrap: {len(golds)} golds vs {len(preds)} preds")
     if len(golds) == 0:
-        raise ValueError("mcc bootstrap on an empty sample")
+        raise MetricError("mcc bootstrap on an empty sample")
     chunk, n_chunks = _bootstrap_plan(iters)
     g, p, k = _encode_labels(golds, preds)
     if len(g) >= 1 << 26:  # int64 -> float64 exactness bound of _mcc_from_counts
@@ -327,6 +342,50 @@ def mcc_bootstrap_stderr(
     return _sample_stddev_array(res)
 
 
+#: The regression gate's bootstrap: 1000 resamples of numpy's default generator at a fixed seed (a check must be
+#: reproducible, and a band needs no more precision than that). Not the reference's procedure: see mcc_bootstrap_stderr.
+GATE_BOOTSTRAP_ITERS = 1000
+GATE_BOOTSTRAP_SEED = 1234
+
+
+def _macro_f1_rows(conf: np.ndarray) -> np.ndarray:
+    """Macro-F1 of each confusion matrix (r, k, k), over the labels seen in gold or prediction (sklearn's default).
+
+    The mean is taken row by row over the present labels only, in label order, so that each value has the bits of
+    the same mean computed on its own (a masked 2-D mean would sum in another order)."""
+    c = conf.astype(np.float64)
+    tp, t, p = np.diagonal(c, axis1=1, axis2=2), c.sum(axis=2), c.sum(axis=1)
+    present = (t + p) > 0
+    f1 = np.divide(2 * tp, t + p, out=np.zeros_like(tp), where=present)
+    return np.array([float(row[mask].mean()) if mask.any() else 0.0 for row, mask in zip(f1, present)])
+
+
+def gate_bootstrap_stderr(metric: str, rows: Sequence[dict[str, Any]], *, iters: int = GATE_BOOTSTRAP_ITERS,
+                          seed: int = GATE_BOOTSTRAP_SEED) -> float | None:
+    """Bootstrap stderr of ``mcc`` / ``macro_f1`` from (gold, prediction) rows, for results that carry no stderr.
+
+    Deterministic (fixed seed) so that a check is reproducible. None when the metric or rows don't allow it (another
+    metric, fewer than 2 rows, or a gold / prediction that is not a non-negative int). Each resample's MCC is
+    :func:`_mcc_from_counts` (sklearn's formula on exact counts, shared with :func:`mcc_bootstrap_stderr`).
+    """
+    if metric not in ("mcc", "macro_f1"):
+        return None
+    pairs = [(r.get(GOLD), r.get(PREDICTION)) for r in rows]
+    if len(pairs) < 2 or not all(isinstance(g, int) and isinstance(p, int) and g >= 0 and p >= 0 for g, p in pairs):
+        return None
+    gold = np.array([g for g, _ in pairs])
+    pred = np.array([p for _, p in pairs])
+    n = len(pairs)
+    k = int(max(gold.max(), pred.max())) + 1
+    idx = np.random.default_rng(seed).integers(0, n, size=(iters, n))
+    conf = _confusions(gold * k + pred, idx, k)
+    if metric == "mcc":
+        values = _mcc_from_counts(n, np.trace(conf, axis1=1, axis2=2), conf.sum(axis=2), conf.sum(axis=1))
+    else:
+        values = _macro_f1_rows(conf)
+    return float(np.std(values, ddof=1))
+
+
 def _sample_stddev_array(res: np.ndarray) -> float:
     """:func:`sample_stddev` for a float64 array: ``np.add.accumulate`` is strictly sequential, so its last element
     equals the reference's left-to-right sum; the squares still go through Python's ``**``."""
@@ -334,110 +393,6 @@ def _sample_stddev_array(res: np.ndarray) -> float:
     mu = float(np.add.accumulate(res)[-1]) / n
     sq = np.array([(x - mu) ** 2 for x in res.tolist()], dtype=np.float64)
     return math.sqrt(float(np.add.accumulate(sq)[-1]) / (n - 1))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# JaSQuAD (JSQuAD / JAQKET) metric
-# --------------------------------------------------------------------------------------------------------------
-
-_EMOJI_RE = re.compile(
-    "["
-    "\U0001f600-\U0001f64f"  # emoticons
-    "\U0001f300-\U0001f5ff"  # symbols & pictographs
-    "\U0001f680-\U0001f6ff"  # transport & map symbols
-    "\U0001f1e0-\U0001f1ff"  # flags
-    "\U00002702-\U000027b0"  # dingbats
-    "]+",
-    flags=re.UNICODE,
-)
-
-# Tokens that are exactly one of these characters are dropped before F1 (the reference list, which has "》" but
-# not "《", plus string.punctuation).
-_JA_PUNCT = (
-    "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿"
-    "–—‘’‛“”„‟…‧﹏."
-)
-PUNCT_TOKENS: frozenset[str] = frozenset(_JA_PUNCT + string.punctuation)
-
-
-@lru_cache(maxsize=1)
-def _tagger() -> Any:
-    """One shared MeCab tagger: constructing it loads the dictionary (slow); parsing is stateless, so reuse
-    gives the same tokens as the reference's per-call construction."""
-    from fugashi import Tagger
-
-    return Tagger("-Owakati")
-
-
-def jasquad_normalize(s: str) -> str:
-    """The reference ``normalize_answer``: drop emoji, ``neologdn.normalize``, collapse whitespace.
-
-    No lower-casing, no article or punctuation removal (punctuation is handled at token level for F1 only).
-    """
-    import emoji
-    import neologdn
-
-    s = s.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate (possible in JSON data) -> "?"
-    s = "".join("" if emoji.is_emoji(c) else c for c in s)
-    s = _EMOJI_RE.sub("", s)
-    return " ".join(neologdn.normalize(s).split())
-
-
-#: MeCab (fugashi) crashes the process on one parse of ~2 MB, or of ~200,000 characters with no token boundary;
-#: longer strings are tokenized in pieces (the reference would have crashed on them, shorter ones are unchanged).
-MECAB_MAX_CHARS = 50_000
-
-
-def _mecab_pieces(s: str) -> list[str]:
-    """``s`` cut into pieces of at most MECAB_MAX_CHARS, preferably after a space."""
-    if len(s) <= MECAB_MAX_CHARS:
-        return [s]
-    pieces, start = [], 0
-    while start < len(s):
-        end = min(start + MECAB_MAX_CHARS, len(s))
-        if end < len(s):
-            cut = s.rfind(" ", start + 1, end)
-            end = cut + 1 if cut > start else end
-        pieces.append(s[start:end])
-        start = end
-    return pieces
-
-
-def jasquad_tokens(s: str) -> list[str]:
-    """F1 tokens: MeCab wakati tokens of the *normalized* string, minus single-punctuation tokens."""
-    tagger = _tagger()
-    return [t for piece in _mecab_pieces(jasquad_normalize(s)) for t in tagger.parse(piece).split()
-            if t not in PUNCT_TOKENS]
-
-
-def _as_golds(golds: str | Sequence[str]) -> list[str]:
-    out = [golds] if isinstance(golds, str) else list(golds)
-    if not out:
-        raise ValueError("JaSQuAD metric needs at least one gold answer (the reference max() would fail too)")
-    return out
-
-
-def exact_match_example(pred: str, golds: str | Sequence[str]) -> float:
-    """1.0 if the normalized prediction equals any normalized gold answer, else 0.0."""
-    p = jasquad_normalize(pred)
-    return float(max(p == jasquad_normalize(g) for g in _as_golds(golds)))
-
-
-def _f1_single(pred_tokens: list[str], gold_tokens: list[str]) -> float:
-    common = Counter(pred_tokens) & Counter(gold_tokens)
-    num_same = sum(common.values())
-    if num_same == 0:
-        return 0
-    # same operation order as the SQuAD script, for identical bits
-    precision = 1.0 * num_same / len(pred_tokens)
-    recall = 1.0 * num_same / len(gold_tokens)
-    return (2 * precision * recall) / (precision + recall)
-
-
-def f1_example(pred: str, golds: str | Sequence[str]) -> float:
-    """SQuAD token F1 over MeCab tokens (see :func:`jasquad_tokens`), max over gold answers; 0 without overlap."""
-    pt = jasquad_tokens(pred)
-    return float(max(_f1_single(pt, jasquad_tokens(g)) for g in _as_golds(golds)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -468,7 +423,7 @@ def _column(rows: Sequence[dict], key: str, metric: str) -> list[Any]:
     try:
         return [r[key] for r in rows]
     except KeyError as e:
-        raise KeyError(f"metric {metric!r} needs per-example field {key!r}") from e
+        raise MetricFieldError(f"metric {metric!r} needs per-example field {key!r}") from e
 
 
 def _agg_mean(metric: str) -> Callable[..., MetricValue]:
@@ -514,14 +469,14 @@ def _squad_scores(rows: Sequence[dict], metric: str) -> list[float]:
         elif PREDICTION in r and GOLDS in r:
             out.append(fn(r[PREDICTION], r[GOLDS]))
         else:
-            raise KeyError(f"metric {metric!r} needs per-example field {metric!r} or {PREDICTION!r} + {GOLDS!r}")
+            raise MetricFieldError(f"metric {metric!r} needs per-example field {metric!r} or {PREDICTION!r} + {GOLDS!r}")
     return out
 
 
 def _agg_squad(metric: str) -> Callable[..., MetricValue]:
     def agg(rows: Sequence[dict], **_: Any) -> MetricValue:
         if not rows:
-            raise ValueError(f"cannot aggregate {metric!r} over zero examples")
+            raise MetricError(f"cannot aggregate {metric!r} over zero examples")
         return MetricValue(100.0 * _seq_sum(_squad_scores(rows, metric)) / len(rows), None)
 
     return agg
@@ -550,7 +505,7 @@ def aggregate(
     try:
         spec = METRICS[metric]
     except KeyError:
-        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}") from None
+        raise MetricFieldError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}") from None
     if not per_example:
-        raise ValueError(f"cannot aggregate {metric!r} over zero examples")
+        raise MetricError(f"cannot aggregate {metric!r} over zero examples")
     return spec.aggregate(per_example, bootstrap_iters=bootstrap_iters)

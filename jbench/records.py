@@ -1,5 +1,6 @@
-"""The per-example row: one definition that every writer (runner, lm-eval suite) and reader (metrics, baseline,
-compare) of ``samples_<task>.jsonl`` goes through.
+"""The typed contract between modules: the per-example row (``samples_<task>.jsonl``) and the run record
+(results.json), each written and read through one definition by every writer (runner, lm-eval suite) and reader
+(metrics, baseline, compare).
 
 Why: the rows used to be dicts assembled in four places and read in three, and the JNLI 1.3 tasks crashed because
 the runner wrote ``prediction`` while the mcc / macro-F1 aggregators read ``pred``. Field names now exist once, as
@@ -9,7 +10,8 @@ KeyError after an hour of scoring.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 #: names of the fields that metrics and comparisons read from stored rows
@@ -74,3 +76,66 @@ def _flatten(row: _Row) -> dict[str, Any]:
         if out.get(optional) is None:                                          # do not
             out.pop(optional, None)
     return {**out, **extra}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run record (results.json)
+# ----------------------------------------------------------------------------------------------------------------
+
+#: the results.json format this jbench writes; readers accept it and the unversioned files of earlier releases
+RUN_FORMAT = "jbench-run/1"
+KNOWN_RUN_FORMATS = (RUN_FORMAT,)
+
+
+@dataclass
+class RunRecord:
+    """One evaluated run: metrics per task, the config and provenance that produced them, and every example.
+
+    ``to_json()`` is results.json (lm-eval-like top-level keys, plus ``format``); ``rows`` (task -> per-example rows,
+    see :class:`MCRow` / :class:`GenRow`) are the ``samples_<task>.jsonl`` files, and ``path`` the run directory
+    when the run was stored (None for an in-memory evaluation)."""
+
+    results: dict[str, dict[str, Any]]
+    versions: dict[str, Any]
+    config: dict[str, Any]
+    n_samples: dict[str, int] = field(default_factory=dict)
+    truncated: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
+    format: str = RUN_FORMAT
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    path: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"results": self.results, "versions": self.versions, "config": self.config,
+                               "n_samples": self.n_samples, "truncated": self.truncated, "notes": self.notes,
+                               "timings": self.timings}
+        if self.plan is not None:
+            out["plan"] = self.plan  # what was asked: `compare` reuses a stored run only if it asked the same
+        out["format"] = self.format
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, where: str = "results.json",
+                  rows: dict[str, list[dict[str, Any]]] | None = None, path: Path | None = None) -> "RunRecord":
+        """A stored results.json; a format newer than this jbench knows is refused (exit 2), and files from before
+        the format key existed are read as they are."""
+        check_run_format(data, where)
+        known = {f.name for f in fields(cls)} - {"rows", "path"}
+        return cls(**{k: v for k, v in data.items() if k in known}, rows=rows or {}, path=path)
+
+
+def check_run_format(data: Any, where: str) -> None:
+    """Raise a StoreError (exit 2) for a results.json this jbench cannot read: not an object, or a newer format."""
+    from jbench.errors import StoreError
+
+    if not isinstance(data, dict):
+        raise StoreError(f"malformed results.json: field `(top level)` should be an object, got a "
+                         f"{type(data).__name__}", where=where,
+                         fix="point at a run directory written by jbench")
+    fmt = data.get("format")
+    if fmt is not None and fmt not in KNOWN_RUN_FORMATS:
+        raise StoreError(f"results.json has format {fmt!r}, which this jbench does not know "
+                         f"(it reads {', '.join(KNOWN_RUN_FORMATS)} and unversioned older files)", where=where,
+                         fix="upgrade jbench to the version that wrote this run, or rerun it with this one")

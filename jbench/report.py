@@ -35,6 +35,7 @@ __all__ = [
     "card_table",
     "data_marks",
     "marks_footer",
+    "run_tables",
     "header_line",
     "markdown_table",
     "task_average_value",
@@ -493,3 +494,15 @@ def _simple_markdown(headers: list[str], rows: list[list[str]]) -> str:
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in rows]) + "\n"
+
+
+def run_tables(record: Mapping[str, Any]) -> str:
+    """What ``jbench eval`` and ``jbench table`` print for one run (a results.json): the header line, the card
+    table with its data marks and truncation notes, and the averages."""
+    cfg = record.get("config", {})
+    marks = data_marks(cfg.get("data"))
+    header = header_line("hf-causal", cfg.get("model_args", ""), cfg.get("limit"), cfg.get("num_fewshot", []),
+                         cfg.get("batch_size"))
+    card = (card_table(record.get("results", {}), record.get("versions", {}), marks)
+            + truncation_footer(record.get("truncated"), cfg.get("max_length")) + marks_footer(marks))
+    return f"{header}\n{card}\n{averages_table(record.get('results', {}), marks) + marks_footer(marks)}"

@@ -8,28 +8,46 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from jbench.errors import StoreError
 
+if TYPE_CHECKING:
+    import pandas
+
+    from jbench.records import RunRecord
+
 __all__ = ["RESULTS_FILE", "Run", "RunLock", "StagedRun", "StoreError", "check_plain_name", "load_run",
-           "load_samples_frame", "resolve_run", "resolve_run_dir", "samples_path", "write_json", "write_jsonl"]
+           "load_samples_frame", "resolve_run", "resolve_run_dir", "samples_path", "write_json", "write_jsonl",
+           "write_run"]
 
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
 
 
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
 def check_plain_name(name: str, what: str, option: str) -> None:
-    """Run and baseline names are names, not paths: ``../x`` or ``/tmp/x`` would write outside the store."""
-    if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith(".")
-            or os.path.isabs(name)):
-        raise StoreError(f"invalid {what} {name!r}: it must be a plain name (no '/', '\\', '..' or leading '.')",
-                         where=f"{option} {name}", fix="use a plain name such as 'tiny-fp32'; to store runs "
-                                                       "elsewhere, use --output-dir")
+    """Run and baseline names are names, not paths: ``../x`` or ``/tmp/x`` would write outside the store, and
+    spaces, newlines or 300 characters make a directory nobody can type. Letters, digits and ``. _ + -``, first a
+    letter or digit, at most 200 characters."""
+    if not NAME_RE.fullmatch(name or ""):
+        raise StoreError(f"invalid {what} {name[:80]!r}{'...' if len(name) > 80 else ''}: it must be a plain name "
+                         "(letters, digits and . _ + -, starting with a letter or digit, at most 200 characters)",
+                         where=f"{option} {name[:80]}", fix="use a plain name such as 'tiny-fp32'; to store runs "
+                                                            "elsewhere, use --output-dir")
+
+
+def safe_name(text: str) -> str:
+    """``text`` made into a valid run name (default names come from model folders, which may hold anything)."""
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).lstrip("._+-")[:200]
+    return name or "model"
 
 
 def _umask() -> int:
@@ -225,15 +243,38 @@ def resolve_run_dir(ref: str | os.PathLike[str], results_dir: Path) -> Path:
 
 
 def load_run(ref: str | os.PathLike[str]) -> Run:
+    """A stored run; a results.json that is not JSON, not an object, or of a newer format is a StoreError (exit 2)."""
+    from jbench.records import check_run_format
+
     path = resolve_run(ref)
     try:
         data = json.loads((path / RESULTS_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise StoreError(f"results.json is not valid JSON: {err}", where=str(path / RESULTS_FILE)) from err
+        raise StoreError(f"results.json is not valid JSON: {err}", where=str(path / RESULTS_FILE),
+                         fix="the run did not finish writing or the file was edited: rerun it (`jbench eval "
+                             "--resume RUN` reuses its cached answers)") from err
+    check_run_format(data, str(path / RESULTS_FILE))
     return Run(path, data)
 
 
-def load_samples_frame(ref: str | os.PathLike[str], tasks: list[str] | None = None) -> "pandas.DataFrame":  # noqa: F821
+def write_run(run_dir: Path, record: "RunRecord") -> None:
+    """The one writer of a run directory (runner and lm-eval suite alike): every task's samples file and
+    results.json, replacing the previous run's files only once all of them are written (see :class:`StagedRun`)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for tmp in run_dir.glob(".*.tmp"):  # temp files of atomic writes a killed run left behind
+        tmp.unlink(missing_ok=True)
+    staged = StagedRun(run_dir)
+    try:
+        for task, rows in record.rows.items():
+            staged.write_samples(task, rows)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.publish(record.to_json())
+    record.path = run_dir
+
+
+def load_samples_frame(ref: str | os.PathLike[str], tasks: list[str] | None = None) -> "pandas.DataFrame":
     """Every per-example row of a run as one pandas DataFrame (one call, as users expect).
 
     Columns: task, doc_index, doc_id, prediction, gold, the per-example metric values, and the rest of each

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from jbench.errors import DataError, InputErrors, JBenchError, ModelError, StoreError, TaskError
 
 if TYPE_CHECKING:
-    from jbench.runner import RunPlan
+    from jbench.plan import RunPlan
 
 #: free space the run directory needs at least (request cache, samples); a full disk mid-run wastes hours
 MIN_FREE_BYTES = 64 << 20
@@ -28,10 +28,12 @@ _DEVICE_RE = re.compile(r"(cpu|cuda|mps|xpu)(?::(\d+))?")
 
 
 def check_limit(limit: float | None) -> list[JBenchError]:
+    import math
+
     if limit is None:
         return []
-    if not limit > 0 or limit != limit:
-        return [TaskError(f"--limit must be positive, got {limit:g}", where=f"--limit {limit:g}",
+    if not math.isfinite(limit) or limit <= 0:
+        return [TaskError(f"--limit must be a positive number, got {limit:g}", where=f"--limit {limit:g}",
                           fix="give a number of documents (e.g. --limit 100) or a fraction below 1 (--limit 0.1)")]
     return []
 
@@ -77,42 +79,73 @@ def check_device(device: str) -> list[JBenchError]:
 
 def check_variant(variant: str) -> list[JBenchError]:
     """Known variant, and its backend's packages installed (looked up without importing them)."""
-    from jbench.models.load import VARIANTS
-    from jbench.models.variants import QUANTIZED_VARIANTS, missing_modules
+    from jbench.models.registry import get_backend
 
-    if variant not in VARIANTS:
-        return [ModelError(f"unknown variant {variant!r}", where=f"--variant {variant}",
-                           fix=f"choose one of: {', '.join(VARIANTS)}")]
-    missing = missing_modules(variant)
+    try:
+        backend = get_backend(variant)
+    except JBenchError as err:
+        return [err]
+    missing = backend.missing_modules()
     if missing:
-        extra = QUANTIZED_VARIANTS.get(variant, ("", "quant"))[1]
         return [ModelError(f"the {variant} variant needs {', '.join(missing)}, which is not installed",
-                           where=f"variant {variant}", fix=f'make install EXTRAS=...,{extra} (or pip install '
-                                                           f'"jbench[{extra}]")')]
+                           where=f"variant {variant}", fix=backend.install_hint())]
     return []
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def check_model(model_path: str) -> list[JBenchError]:
-    """The model exists (a local path, or something shaped like a hub id) and a local config describes a causal
-    LM; a damaged local checkpoint is caught here too (see :func:`check_weights`)."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def check_model(model_path: str, variant: str = "fp32") -> list[JBenchError]:
+    """The model exists (a local path, or something shaped like a hub id), is of the kind the variant loads (a
+    ``.gguf`` file for gguf, else a checkpoint directory with config.json and weights), and a local config
+    describes a causal LM; a damaged local checkpoint is caught here too (see :func:`check_weights`)."""
     p = Path(model_path).expanduser()
     if not p.exists():
         if _HUB_ID.fullmatch(model_path):
             return []  # a hub id: resolved (from the local cache, offline) when the model loads
         return [ModelError(f"model path does not exist: {model_path}", where=model_path,
                            fix="pass an existing model directory or a cached hub id")]
-    out: list[JBenchError] = []
+    if variant == "gguf":
+        gguf = p if p.is_file() else next(iter(sorted(p.glob("*.gguf"))), None)
+        if gguf is None or gguf.suffix != ".gguf":
+            return [ModelError("the gguf variant needs a .gguf file", where=model_path,
+                               fix="pass the .gguf file (or a folder holding one), or another --variant")]
+        with gguf.open("rb") as fh:
+            if fh.read(4) != b"GGUF":
+                return [ModelError("not a GGUF file (it does not start with the GGUF magic bytes)", where=str(gguf),
+                                   fix="pass a .gguf file written by llama.cpp or `jbench quantize --format gguf`")]
+        return []
+    if p.is_file():
+        return [ModelError("the model path is a file, not a checkpoint directory", where=model_path,
+                           fix="pass the directory holding config.json and the weights (or --variant gguf with a "
+                               ".gguf file)")]
     cfg_file = p / "config.json"
-    if p.is_dir() and cfg_file.is_file():
-        try:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            return [ModelError(f"config.json cannot be read: {err}", where=str(cfg_file),
-                               fix="save or download the checkpoint again")]
-        out += _non_causal(cfg if isinstance(cfg, dict) else {}, model_path)
+    if not cfg_file.is_file():
+        return [ModelError("the model directory has no config.json", where=model_path,
+                           fix="pass a checkpoint directory saved by transformers (config.json + weights)")]
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return [ModelError(f"config.json cannot be read: {err}", where=str(cfg_file),
+                           fix="save or download the checkpoint again")]
+    cfg = cfg if isinstance(cfg, dict) else {}
+    refusal = _non_causal(cfg, model_path)  # the most useful thing to say about a BERT folder, weights or not
+    if refusal:
+        return refusal
+    if not any(f.suffix in WEIGHT_SUFFIXES for f in p.iterdir()):
+        return [ModelError("the model directory has no weights file (*.safetensors, *.bin)", where=model_path,
+                           fix="download or save the checkpoint again")]
+    out: list[JBenchError] = []
+    if variant in ("gptq", "awq"):
+        method = str((cfg.get("quantization_config") or {}).get("quant_method") or "none").lower()
+        if method != variant:
+            out.append(ModelError(f"not a {variant} checkpoint: config.json quantization_config.quant_method is "
+                                  f"{method}", where=str(cfg_file),
+                                  fix=f"pass a {variant} checkpoint (or let `jbench compare` make one from the "
+                                      "original)"))
     return out + check_weights(model_path)
 
 
@@ -221,9 +254,17 @@ def check_tasks_data(plan: "RunPlan") -> list[JBenchError]:
                 out.append(err)
         return seen[key]
 
+    from jbench.requests import apply_limit
+
+    limit_ok = not check_limit(plan.limit)
     for name, k in zip(plan.tasks, plan.num_fewshot):
         task = resolve_task(name)
-        load(task.dataset, "validation")
+        val = load(task.dataset, "validation")
+        if limit_ok and not isinstance(val, JBenchError) and plan.limit is not None \
+                and apply_limit(len(val.docs), plan.limit) == 0:
+            out.append(TaskError(f"--limit {plan.limit:g} keeps no document of {name} ({len(val.docs)} documents)",
+                                 where=f"--limit {plan.limit:g}",
+                                 fix=f"use a larger fraction (at least {1 / len(val.docs):.3g}) or a count"))
         if k < 0:
             out.append(TaskError(f"--num-fewshot must be 0 or more, got {k} for {name}",
                                  where=f"--num-fewshot {k}", fix="use 0 or a positive number of shots"))
@@ -255,8 +296,8 @@ def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenc
     found += check_batch_size(m.get("batch_size"))
     found += check_device(str(m.get("device") or "cpu"))
     found += check_variant(str(m.get("variant") or "fp32"))
-    if m.get("model") not in (None, "tiny"):
-        found += check_model(str(m["model"]))
+    if m.get("model") not in (None, "tiny") and not (m.get("extra") or {}).get("in-memory"):
+        found += check_model(str(m["model"]), str(m.get("variant") or "fp32"))
     if run_dir is not None:
         found += check_output_dir(run_dir)
     if check_data and not no_data:  # without a data dir every file is missing: the one message above says what to do

@@ -60,6 +60,23 @@ def http_server() -> Iterator[Callable[[Path], str]]:
         server.server_close()
 
 
+@pytest.fixture
+def jbench_main(monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
+    """``jbench_main("eval", *args) -> exit code``: the real console entry point (``jbench.cli.main``, with its
+    error handler) run in-process, so a case costs a model load, not a Python start-up."""
+    import sys
+
+    from jbench.cli import main
+
+    def run(*argv: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["jbench", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        return int(exit_.value.code or 0)
+
+    return run
+
+
 # --- tiny HF models for the scorer / tokenizer tests (test_hf_scorer.py, test_tokenizer.py, test_tiny.py) ---
 
 TINY_TEST_TEXTS: list[str] = [
@@ -123,3 +140,32 @@ def build_overlay_data_dir(real: Path, sample: Path, out: Path) -> Path:
 @pytest.fixture(scope="session")
 def overlay_data_dir(real_data_dir: Path, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_overlay_data_dir(real_data_dir, sample_dir, tmp_path_factory.mktemp("overlay-data"))
+
+
+# --- the fast inner loop: `make test-fast` runs `-m "not slow"` --------------------------------------------------
+
+#: modules whose every test loads a model, runs a scorer or starts a jbench process
+SLOW_MODULES = {"test_eval_e2e", "test_families", "test_gate", "test_gguf", "test_hf_scorer", "test_lmeval_backend",
+                "test_quantized", "test_quiet", "test_tiny", "test_suites", "test_reliability", "test_cache_verify",
+                "test_every_task", "test_tokenizer", "test_run_store", "test_bad_input"}
+#: fixtures that build or load a model (a test using one is slow wherever it lives)
+SLOW_FIXTURES = {"tiny_models", "stand_ins", "suite_run", "family_run", "all_tasks_run", "gguf_files", "tiny_test_texts"}
+#: single tests that start a jbench process in an otherwise fast module
+SLOW_TESTS = {"test_exit_paths_through_a_real_process", "test_import_is_cheap_and_names_resolve",
+              "test_a_backend_installed_outside_jbench_is_found_by_entry_point"}
+#: tests of otherwise slow modules that touch no model and start no process (kept in the fast loop)
+FAST_TESTS = {"test_the_list_is_not_empty", "test_jbench_additions_are_marked", "test_run_names_are_names",
+              "test_staged_run_replaces_only_on_publish", "test_result_files_follow_the_umask",
+              "test_default_run_names_differ_for_same_named_folders"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that builds a model or starts a subprocess (by module, fixture or its own mark)."""
+    slow = pytest.mark.slow
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if getattr(item, "module", None) else ""
+        name = getattr(item, "originalname", item.name)
+        heavy = (module in SLOW_MODULES and name not in FAST_TESTS) or name in SLOW_TESTS or bool(
+            SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if heavy and not item.get_closest_marker("slow"):
+            item.add_marker(slow)

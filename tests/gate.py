@@ -23,14 +23,12 @@ GATE = dict(tasks="jcommonsenseqa,jnli,marc_ja,jsquad,jaqket_v2,xwinograd_ja", n
 
 def run_gate(out_dir: Path, data_dir: Path) -> Path:
     """Evaluate the gate's fixed configuration into ``out_dir/ci-tiny``; returns the run directory."""
-    from jbench.cli import execute_plan, make_plan
+    import jbench
 
-    plan = make_plan(model=None, tasks=GATE["tasks"], num_fewshot=GATE["num_fewshot"],
-                     prompt_version=GATE["prompt_version"], limit=GATE["limit"], variant="fp32",
-                     batch_size=GATE["batch_size"], device="cpu", use_fast=None, trust_remote_code=None,
-                     data_dir=data_dir, allow_data_mismatch=False)
     run_dir = out_dir / "ci-tiny"
-    execute_plan(plan, run_dir, show_progress=False, use_cache=False)
+    jbench.evaluate(None, tasks=GATE["tasks"], num_fewshot=GATE["num_fewshot"], prompt_version=GATE["prompt_version"],
+                    limit=GATE["limit"], variant="fp32", batch_size=GATE["batch_size"], device="cpu",
+                    data_dir=data_dir, output_dir=out_dir, run_name="ci-tiny", cache=False)
     return run_dir
 
 

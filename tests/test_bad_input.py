@@ -380,8 +380,8 @@ class Case:
 
 
 CONTRACT: dict[str, Case] = {
-    "limit-0": Case(("--tasks", "jcommonsenseqa", "--limit", "0"), ("--limit must be positive, got 0",)),
-    "limit-negative": Case(("--tasks", "jcommonsenseqa", "--limit", "-5"), ("--limit must be positive, got -5",)),
+    "limit-0": Case(("--tasks", "jcommonsenseqa", "--limit", "0"), ("--limit must be a positive number, got 0",)),
+    "limit-negative": Case(("--tasks", "jcommonsenseqa", "--limit", "-5"), ("--limit must be a positive number, got -5",)),
     "shots-too-many": Case(("--tasks", "jcommonsenseqa", "--num-fewshot", "100000", "--limit", "2"),
                            ("100000 shots asked, but its shot split has only",)),
     "shots-negative": Case(("--tasks", "jcommonsenseqa", "--num-fewshot", "-1", "--limit", "2"),
@@ -406,6 +406,28 @@ CONTRACT: dict[str, Case] = {
                                  ("is not a directory",)),
     "output-dir-unwritable": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--output-dir", "/proc/jbench-out"),
                                   ("not writable",)),
+    "limit-nan": Case(("--tasks", "jcommonsenseqa", "--limit", "nan"), ("--limit must be a positive number",)),
+    "limit-inf": Case(("--tasks", "jcommonsenseqa", "--limit", "inf"), ("--limit must be a positive number",)),
+    "limit-overflow": Case(("--tasks", "jcommonsenseqa", "--limit", "1e309"), ("--limit must be a positive number",)),
+    "limit-fraction-keeps-nothing": Case(("--tasks", "jcommonsenseqa", "--limit", "0.00001"),
+                                         ("keeps no document of jcommonsenseqa-1.1-0.3",)),
+    "run-name-with-space": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--run-name", "my run"),
+                                ("invalid run name 'my run'",)),
+    "run-name-newline": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--run-name", "a\nb"),
+                             ("invalid run name",)),
+    "run-name-too-long": Case(("--tasks", "jcommonsenseqa", "--limit", "2", "--run-name", "a" * 300),
+                              ("at most 200 characters",)),
+    "tasks-empty-list": Case(("--tasks", ",,", "--limit", "2"), ("--tasks names no task",)),
+    "tasks-twice": Case(("--tasks", "jcommonsenseqa,jcommonsenseqa-1.1-0.3", "--num-fewshot", "1,2", "--limit", "2"),
+                        ("are the same task (jcommonsenseqa-1.1-0.3)",)),
+    "model-is-a-file": Case(("--model", "{tmp}/file", "--tasks", "jcommonsenseqa", "--limit", "2"),
+                            ("the model path is a file",)),
+    "model-without-config": Case(("--model", "{tmp}/nocfg", "--tasks", "jcommonsenseqa", "--limit", "2"),
+                                 ("has no config.json",)),
+    "model-without-weights": Case(("--model", "{tmp}/noweights", "--tasks", "jcommonsenseqa", "--limit", "2"),
+                                  ("has no weights file",)),
+    "gguf-without-gguf-file": Case(("--model", "{tmp}/noweights", "--variant", "gguf", "--tasks", "jcommonsenseqa",
+                                    "--limit", "2"), ("the gguf variant needs a .gguf file",)),
 }
 
 
@@ -418,6 +440,9 @@ def test_error_contract(name: str, capsys: pytest.CaptureFixture[str], monkeypat
 
     case = CONTRACT[name]
     (tmp_path / "file").write_text("not a directory")
+    (tmp_path / "nocfg").mkdir()
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
     args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
     argv = ["jbench", "eval", "--data-dir", str(sample_dir), "--no-progress"]
     if "--output-dir" not in args:
@@ -443,7 +468,7 @@ def test_every_problem_is_reported_at_once(cli: Cli, tmp_path: Path) -> None:
     res = cli("--limit", "0", "--device", "tpu9", "--data-dir", str(tmp_path / "empty"))
     assert res.code == 2 and "Traceback" not in res.err
     assert "problems found before loading the model" in res.err
-    for frag in ("--limit must be positive", "unknown device 'tpu9'", "jcommonsenseqa validation: data file not found",
+    for frag in ("--limit must be a positive number", "unknown device 'tpu9'", "jcommonsenseqa validation: data file not found",
                  "xwinograd_ja validation: data file not found", "jsquad train: data file not found"):
         assert frag in res.err, frag
 
@@ -495,12 +520,12 @@ def test_resume_refuses_options_it_would_ignore(cli: Cli, run_dir: Path, sample_
 def test_compare_rejects_a_bogus_variant_before_running_anything(capsys: pytest.CaptureFixture[str],
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path, sample_dir: Path) -> None:
-    import jbench.cli as cli_mod
+    import jbench.variant_runs as variant_runs
 
     def no_run(*a: object, **k: object) -> None:
         raise AssertionError("a run started before the variants were validated")
 
-    monkeypatch.setattr(cli_mod, "run_or_reuse", no_run)
+    monkeypatch.setattr(variant_runs, "run_or_reuse", no_run)
     monkeypatch.setattr(sys, "argv", ["jbench", "compare", "--variants", "int8 bogus", "--tasks", "xwinograd_ja",
                                       "--limit", "2", "--data-dir", str(sample_dir), "--output-dir",
                                       str(tmp_path / "out"), "--quantized", "gptq"])
@@ -510,6 +535,76 @@ def test_compare_rejects_a_bogus_variant_before_running_anything(capsys: pytest.
     assert exit_.value.code == 2 and "Traceback" not in err
     assert "unknown variant 'bogus'" in err and "--quantized must be VARIANT=PATH" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--variants", "int8", "--margin", "-1"), "the equivalence margin must be a positive number"),
+    (("--variants", "int8", "--margin", "nan"), "the equivalence margin must be a positive number"),
+    (("--variants", "gguf:q9_9"), "unknown GGUF type 'q9_9'"),
+    (("--variants", "int8,int8"), "variant int8 is listed twice"),
+    (("--variants", "fp32"), "fp32 is a dtype of the original, not a quantized variant"),
+    (("--variants", "gptq", "--quantized", "gptq={sample}"), "the model directory has no config.json"),
+    (("--variants", "gguf", "--quantized", "gguf={tmp}/fake.gguf"), "not a GGUF file"),
+], ids=["margin-negative", "margin-nan", "gguf-type", "variant-twice", "variant-fp32", "quantized-not-gptq",
+        "quantized-not-gguf"])
+def test_compare_refuses_before_any_run(args: tuple[str, ...], says: str, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample_dir: Path) -> None:
+    import jbench.variant_runs as variant_runs
+
+    def no_run(*a: object, **k: object) -> None:
+        raise AssertionError("a run started before the options were validated")
+
+    monkeypatch.setattr(variant_runs, "run_or_reuse", no_run)
+    (tmp_path / "fake.gguf").write_bytes(b"NOTGGUF" * 10)
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{sample}", str(sample_dir)) for a in args]
+    monkeypatch.setattr(sys, "argv", ["jbench", "compare", *argv, "--tasks", "xwinograd_ja", "--limit", "2",
+                                      "--data-dir", str(sample_dir), "--output-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err and err.count("error: ") == 1, err
+    assert says in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_refuses_no_cache(cli: Cli, run_dir: Path, sample_dir: Path) -> None:
+    assert cli("--tasks", "xwinograd_ja", "--limit", "2", "--data-dir", str(sample_dir)).code == 0
+    res = cli("--resume", str(run_dir), "--no-cache", command="eval")
+    assert_one_error(res, "--resume redoes the stored run exactly", "--no-cache")
+
+
+def test_a_failed_run_leaves_no_run_directory(cli: Cli, run_dir: Path, sample_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that fails to load (after validation) leaves nothing that looks like a run."""
+    import jbench.models.load as load
+
+    def broken(*a: object, **k: object) -> None:
+        from jbench.errors import ModelError
+
+        raise ModelError("cannot load the model as fp32: simulated", where="x", fix="y")
+
+    monkeypatch.setattr(load, "load_scorer", broken)
+    res = cli("--tasks", "xwinograd_ja", "--limit", "2", "--data-dir", str(sample_dir))
+    assert_one_error(res, "simulated")
+    assert not run_dir.exists()
+
+
+def test_a_failed_rerun_puts_the_previous_plan_back(cli: Cli, run_dir: Path, sample_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("--tasks", "xwinograd_ja", "--limit", "3", "--data-dir", str(sample_dir)).code == 0
+    before = {n: (run_dir / n).read_bytes() for n in ("run.json", "results.json", "samples_xwinograd_ja.jsonl")}
+    import jbench.runner as runner
+
+    def dies(*a: object, **k: object) -> None:
+        raise RuntimeError("killed mid-run")
+
+    monkeypatch.setattr(runner, "score_task", dies)
+    with pytest.raises(RuntimeError):
+        cli("--tasks", "xwinograd_ja", "--limit", "2", "--data-dir", str(sample_dir))
+    after = {n: (run_dir / n).read_bytes() for n in before}
+    assert json.loads(after["run.json"]) == json.loads(before["run.json"])
+    assert after["results.json"] == before["results.json"]
+    assert after["samples_xwinograd_ja.jsonl"] == before["samples_xwinograd_ja.jsonl"]
 
 
 def test_prompts_takes_the_same_data_override_as_eval(capsys: pytest.CaptureFixture[str],

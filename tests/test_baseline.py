@@ -13,6 +13,7 @@ import pytest
 
 from jbench.baseline import (check_run, load_baseline, save_baseline, wilson_lowest_passing, wilson_upper,
                              z_one_sided)
+from jbench.errors import CheckInputError
 from jbench.results import write_json, write_jsonl
 
 JCQA = "jcommonsenseqa-1.1-0.3"
@@ -213,9 +214,12 @@ def test_exact_catches_a_real_loglikelihood_change_and_names_both_machines(tmp_p
             "8 threads") in md
     assert "this run's machine: Intel(R) Xeon(R) Processor, avx2+fma, ATen AVX512" in md
     assert "machines: baseline made on AMD EPYC 7B13" in md and "this run on Intel(R) Xeon(R) Processor" in md
-    # NaN never agrees, even with itself
-    nan = check_run(make_run(tmp_path, "nan", edit=_nudge(math.nan)), path, mode="exact")
-    assert nan.exit_code == 1 and "loglikelihood[1]" in nan.to_markdown()
+    # NaN is never a pass: a non-finite loglikelihood makes the samples file unusable (exit 2, not 1: exit 1 means
+    # only that a number regressed), and the error names the file, the line and the field
+    with pytest.raises(CheckInputError) as err:
+        check_run(make_run(tmp_path, "nan", edit=_nudge(math.nan)), path, mode="exact")
+    assert err.value.exit_code == 2 and "field `loglikelihoods[1]` is a number (nan)" in err.value.what
+    assert err.value.where is not None and err.value.where.endswith(f"samples_{JCQA}.jsonl:1") and err.value.fix
 
 
 def test_stat_passes_small_noise_and_fails_clear_shift_n_aware(tmp_path: Path) -> None:

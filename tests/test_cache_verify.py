@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 
@@ -272,19 +272,16 @@ def test_only_an_unreadable_file_is_moved_aside(tmp_path: Path) -> None:
 
 def test_an_edited_answer_is_recomputed_on_resume(sample_dir: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  jbench_main: Callable[..., int]) -> None:
     """The issue's case: a loglikelihood edited in place (integrity_check still ok) moved acc on resume. Now the
     resumed run recomputes it and matches the uninterrupted run byte for byte."""
-    from jbench.cli import main
 
     args = ["--tasks", "xwinograd_ja", "--limit", "6", "--data-dir", str(sample_dir), "--output-dir",
             str(tmp_path), "--no-progress"]
 
     def cli(*argv: str) -> int:
-        monkeypatch.setattr(sys, "argv", ["jbench", "eval", *argv])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        return int(exit_.value.code or 0)
+        return jbench_main("eval", *argv)
 
     assert cli(*args, "--run-name", "ref") == 0
     db = tmp_path / "ref" / CACHE_FILE

@@ -30,6 +30,7 @@ class Case:
     setup: Callable[[Path], list[str]]
     code: int
     first_line: str  # a fragment of the first line of the message (stderr for errors, the report title otherwise)
+    where: str = ""  # for an error: a fragment of its `where:` line (the file and line, or the option)
 
 
 def _base(tmp: Path, **kw: Any) -> tuple[Path, Path]:
@@ -72,6 +73,41 @@ def _drop_line_half(run: Path, task: str = JCQA, line: int = 3) -> None:
     lines = path.read_text("utf-8").splitlines()
     lines[line] = lines[line][: len(lines[line]) // 2]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _edit_baseline(t: Path, fn: Callable[[dict[str, Any]], Any]) -> None:
+    """Save a good baseline ``b``, then apply ``fn`` to its document and write it back (a hand edit or bad merge)."""
+    doc = _good_baseline_doc(t)
+    fn(doc)
+    _write_baseline(t, json.dumps(doc))
+
+
+def _jcqa_examples(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return doc["tasks"][JCQA]["examples"]
+
+
+def _edit_samples(run: Path, fn: Callable[[list[dict[str, Any]]], Any], task: str = JCQA) -> Path:
+    """Apply ``fn`` to the rows of a run's samples file and write them back (``json.dumps`` writes NaN as NaN)."""
+    path = run / f"samples_{task}.jsonl"
+    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    fn(rows)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return run
+
+
+def _set_ll(value: Any, row: int = 3, j: int | None = 1) -> Callable[[list[dict[str, Any]]], None]:
+    """Set one loglikelihood (``j``) of one row, or the whole field when ``j`` is None."""
+    def fn(rows: list[dict[str, Any]]) -> None:
+        if j is None:
+            rows[row]["loglikelihoods"] = value
+        else:
+            rows[row]["loglikelihoods"][j] = value
+    return fn
+
+
+def _empty_samples(run: Path, task: str = JCQA) -> Path:
+    (run / f"samples_{task}.jsonl").write_text("", encoding="utf-8")
+    return run
 
 
 # --- check -------------------------------------------------------------------------------------------------------
@@ -265,6 +301,97 @@ def c_samples_missing_stat_ok(t: Path) -> list[str]:  # stat mode does not need 
     return _check(t, run, mode="stat")
 
 
+# check: a malformed baseline example (any mode: the baseline's shape is validated once, before the mode matters)
+
+def c_baseline_lls_short(mode: str) -> Callable[[Path], list[str]]:
+    def setup(t: Path) -> list[str]:
+        _edit_baseline(t, lambda doc: _jcqa_examples(doc)[3].update(
+            loglikelihoods=_jcqa_examples(doc)[3]["loglikelihoods"][:2]))
+        return _check(t, make_run(t, "now"), mode=mode)
+    return setup
+
+
+def c_baseline_prediction_missing(mode: str) -> Callable[[Path], list[str]]:
+    def setup(t: Path) -> list[str]:
+        _edit_baseline(t, lambda doc: _jcqa_examples(doc)[3].pop("prediction"))
+        return _check(t, make_run(t, "now"), mode=mode)
+    return setup
+
+
+def c_baseline_fewer_examples(mode: str) -> Callable[[Path], list[str]]:
+    def setup(t: Path) -> list[str]:
+        _edit_baseline(t, lambda doc: _jcqa_examples(doc).pop())
+        return _check(t, make_run(t, "now"), mode=mode)
+    return setup
+
+
+def c_baseline_stderr_negative(mode: str) -> Callable[[Path], list[str]]:
+    def setup(t: Path) -> list[str]:
+        _edit_baseline(t, lambda doc: doc["tasks"][JCQA]["metrics"]["acc"].update(stderr=-1))
+        return _check(t, make_run(t, "now"), mode=mode)
+    return setup
+
+
+def c_baseline_ll_nan(t: Path) -> list[str]:
+    _edit_baseline(t, lambda doc: _jcqa_examples(doc)[0]["loglikelihoods"].__setitem__(1, math.nan))
+    return _check(t, make_run(t, "now"), mode="exact")
+
+
+def c_baseline_prediction_out_of_range(t: Path) -> list[str]:
+    _edit_baseline(t, lambda doc: _jcqa_examples(doc)[5].update(prediction=7))
+    return _check(t, make_run(t, "now"), mode="exact")
+
+
+def c_baseline_doc_index_repeated(t: Path) -> list[str]:
+    _edit_baseline(t, lambda doc: _jcqa_examples(doc)[5].update(doc_index=4))
+    return _check(t, make_run(t, "now"), mode="exact")
+
+
+# check: a malformed samples file in the run
+
+def c_samples_empty(t: Path) -> list[str]:
+    _base(t)
+    return _check(t, _empty_samples(make_run(t, "now")), mode="exact")
+
+
+def c_samples_lls_str(t: Path) -> list[str]:
+    _base(t)
+    return _check(t, _edit_samples(make_run(t, "now"), _set_ll("x", j=None)), mode="exact")
+
+
+def c_samples_ll(value: float) -> Callable[[Path], list[str]]:
+    def setup(t: Path) -> list[str]:
+        _base(t)
+        return _check(t, _edit_samples(make_run(t, "now"), _set_ll(value)), mode="exact")
+    return setup
+
+
+def c_samples_lls_short(t: Path) -> list[str]:
+    _base(t)
+    return _check(t, _edit_samples(make_run(t, "now"), lambda rows: rows[3].update(
+        loglikelihoods=rows[3]["loglikelihoods"][:2], prediction=0)), mode="exact")
+
+
+def c_samples_row_dropped(t: Path) -> list[str]:
+    _base(t)
+    return _check(t, _edit_samples(make_run(t, "now"), lambda rows: rows.pop(10)), mode="exact")
+
+
+def c_samples_prediction_missing(t: Path) -> list[str]:
+    _base(t)
+    return _check(t, _edit_samples(make_run(t, "now"), lambda rows: rows[3].pop("prediction")), mode="exact")
+
+
+def c_samples_doc_index_repeated(t: Path) -> list[str]:
+    _base(t)
+    return _check(t, _edit_samples(make_run(t, "now"), lambda rows: rows[5].update(doc_index=4)), mode="exact")
+
+
+def c_run_stderr_negative(t: Path) -> list[str]:
+    _base(t)
+    return _check(t, _edit_results(make_run(t, "now"), _set_metric(-0.5, "acc_stderr")))
+
+
 def c_confidence(value: str) -> Callable[[Path], list[str]]:
     def setup(t: Path) -> list[str]:
         _base(t)
@@ -357,6 +484,30 @@ def s_samples_missing(t: Path) -> list[str]:
     return _save(t, run)
 
 
+def s_samples_empty(t: Path) -> list[str]:
+    return _save(t, _empty_samples(make_run(t, "run")))
+
+
+def s_samples_ll(value: float) -> Callable[[Path], list[str]]:
+    return lambda t: _save(t, _edit_samples(make_run(t, "run"), _set_ll(value)))
+
+
+def s_samples_lls_str(t: Path) -> list[str]:
+    return _save(t, _edit_samples(make_run(t, "run"), _set_ll("x", j=None)))
+
+
+def s_samples_prediction_list(t: Path) -> list[str]:
+    return _save(t, _edit_samples(make_run(t, "run"), lambda rows: rows[0].update(prediction=["東京0"]), JSQUAD))
+
+
+def s_samples_doc_index_str(t: Path) -> list[str]:
+    return _save(t, _edit_samples(make_run(t, "run"), lambda rows: rows[2].update(doc_index="2")))
+
+
+def s_run_stderr_negative(t: Path) -> list[str]:
+    return _save(t, _edit_results(make_run(t, "run"), _set_metric(-0.5, "acc_stderr")))
+
+
 def s_dir_is_file(t: Path) -> list[str]:
     (t / "baselines").write_text("a file, not a directory", encoding="utf-8")
     return _save(t, make_run(t, "run"))
@@ -410,14 +561,64 @@ CASES = [
          f"error: samples line 41 of task {JCQA} is a list, not an object"),
     Case("samples file missing (exact)", c_samples_missing, 2, f"error: the run has no samples file for task {JCQA}"),
     Case("samples file missing (stat, not needed)", c_samples_missing_stat_ok, 0, "jbench check (stat): PASS"),
+    # check: a malformed baseline example, in either mode (exit 2 naming the baseline file and field, never 1)
+    *[Case(f"baseline example loglikelihoods cut to 2 of 5 ({m})", c_baseline_lls_short(m), 2,
+           f"error: malformed baseline: field `tasks.{JCQA}.examples[3].loglikelihoods` has 2 value(s), while 39 "
+           "other example(s) of the task have 5", "b.json") for m in ("exact", "stat")],
+    *[Case(f"baseline example prediction missing ({m})", c_baseline_prediction_missing(m), 2,
+           f"error: malformed baseline: field `tasks.{JCQA}.examples[3].prediction` is missing", "b.json")
+      for m in ("exact", "stat")],
+    *[Case(f"baseline fewer examples than n ({m})", c_baseline_fewer_examples(m), 2,
+           f"error: malformed baseline: field `tasks.{JCQA}.examples` holds 39 example(s), but `tasks.{JCQA}.n` is "
+           "40", "b.json") for m in ("exact", "stat")],
+    *[Case(f"baseline stderr -1 ({m})", c_baseline_stderr_negative(m), 2,
+           f"error: malformed baseline: field `tasks.{JCQA}.metrics.acc.stderr` is -1", "b.json")
+      for m in ("exact", "stat")],
+    Case("baseline example loglikelihood NaN", c_baseline_ll_nan, 2,
+         f"error: malformed baseline: field `tasks.{JCQA}.examples[0].loglikelihoods[1]` is a number (nan)",
+         "b.json"),
+    Case("baseline example prediction out of range", c_baseline_prediction_out_of_range, 2,
+         f"error: malformed baseline: field `tasks.{JCQA}.examples[5].prediction` is choice 7, but only 5",
+         "b.json"),
+    Case("baseline example doc_index repeated", c_baseline_doc_index_repeated, 2,
+         f"error: malformed baseline: field `tasks.{JCQA}.examples[5].doc_index` is 4, the same as", "b.json"),
+    # check: a malformed samples file in the run (exit 2 naming the samples file, line and field, never 1)
+    Case("samples file empty, n_samples 40 (exact)", c_samples_empty, 2,
+         f"error: the samples file of task {JCQA} holds 0 example row(s), but results.json field "
+         f"`n_samples.{JCQA}` says 40 (the file is empty)", f"samples_{JCQA}.jsonl"),
+    Case("samples loglikelihoods is a string (exact)", c_samples_lls_str, 2,
+         f"error: samples line 4 of task {JCQA}: field `loglikelihoods` is a string ('x')",
+         f"samples_{JCQA}.jsonl:4"),
+    Case("samples loglikelihood NaN (exact)", c_samples_ll(math.nan), 2,
+         f"error: samples line 4 of task {JCQA}: field `loglikelihoods[1]` is a number (nan)",
+         f"samples_{JCQA}.jsonl:4"),
+    Case("samples loglikelihood -inf (exact)", c_samples_ll(-math.inf), 2,
+         f"error: samples line 4 of task {JCQA}: field `loglikelihoods[1]` is a number (-inf)",
+         f"samples_{JCQA}.jsonl:4"),
+    Case("samples loglikelihoods cut to 2 of 5 choices (exact)", c_samples_lls_short, 2,
+         f"error: samples line 4 of task {JCQA}: field `loglikelihoods` has 2 value(s) for 5 choice(s)",
+         f"samples_{JCQA}.jsonl:4"),
+    Case("samples row count != n_samples (exact)", c_samples_row_dropped, 2,
+         f"error: the samples file of task {JCQA} holds 39 example row(s), but results.json field "
+         f"`n_samples.{JCQA}` says 40", f"samples_{JCQA}.jsonl"),
+    Case("samples prediction missing (exact)", c_samples_prediction_missing, 2,
+         f"error: samples line 4 of task {JCQA}: field `prediction` is missing", f"samples_{JCQA}.jsonl:4"),
+    Case("samples doc_index repeated (exact)", c_samples_doc_index_repeated, 2,
+         f"error: samples line 6 of task {JCQA}: field `doc_index` 4 repeats line 5", f"samples_{JCQA}.jsonl:6"),
+    Case("run stderr negative", c_run_stderr_negative, 2,
+         f"error: malformed results.json: field `results.{JCQA}.acc_stderr` should be a standard error (>= 0), "
+         "got a number (-0.5)", "results.json"),
     # check: options
-    Case("--confidence 1.5", c_confidence("1.5"), 2, "error: confidence must be in (0.5, 1), got 1.5"),
-    Case("--confidence 0.3", c_confidence("0.3"), 2, "error: confidence must be in (0.5, 1), got 0.3"),
-    Case("--confidence nan", c_confidence("nan"), 2, "error: confidence must be in (0.5, 1), got nan"),
-    Case("--k -1", c_k("-1"), 2, "error: k must be a positive finite number, got -1.0"),
-    Case("--k inf", c_k("inf"), 2, "error: k must be a positive finite number, got inf"),
-    Case("--rtol -0.1", c_rtol("-0.1"), 2, "error: rtol must be in [0, 1), got -0.1"),
-    Case("--mode fuzzy", c_mode_unknown, 2, "got 'fuzzy'"),
+    Case("--confidence 1.5", c_confidence("1.5"), 2, "error: confidence must be in (0.5, 1), got 1.5",
+         "--confidence 1.5"),
+    Case("--confidence 0.3", c_confidence("0.3"), 2, "error: confidence must be in (0.5, 1), got 0.3",
+         "--confidence 0.3"),
+    Case("--confidence nan", c_confidence("nan"), 2, "error: confidence must be in (0.5, 1), got nan",
+         "--confidence nan"),
+    Case("--k -1", c_k("-1"), 2, "error: k must be a positive finite number, got -1.0", "--k -1.0"),
+    Case("--k inf", c_k("inf"), 2, "error: k must be a positive finite number, got inf", "--k inf"),
+    Case("--rtol -0.1", c_rtol("-0.1"), 2, "error: rtol must be in [0, 1), got -0.1", "--rtol -0.1"),
+    Case("--mode fuzzy", c_mode_unknown, 2, "got 'fuzzy'", "--mode fuzzy"),
     Case("usage: no --baseline", c_usage_no_baseline_option, 2, "Usage:"),
     # baseline save
     Case("save ok", s_ok, 0, "b.json"),
@@ -438,6 +639,26 @@ CASES = [
     Case("save run not JSON", s_run_not_json, 2, "error: results.json is not valid JSON"),
     Case("save samples cut", s_samples_cut, 2, f"error: samples line 1 of task {JSQUAD} is not valid JSON"),
     Case("save samples missing", s_samples_missing, 2, f"error: the run has no samples file for task {JSQUAD}"),
+    # baseline save: a run whose samples would make a baseline that fails good runs is refused (exit 2)
+    Case("save samples empty", s_samples_empty, 2,
+         f"error: the samples file of task {JCQA} holds 0 example row(s), but results.json field "
+         f"`n_samples.{JCQA}` says 40 (the file is empty)", f"samples_{JCQA}.jsonl"),
+    Case("save samples loglikelihood NaN", s_samples_ll(math.nan), 2,
+         f"error: samples line 4 of task {JCQA}: field `loglikelihoods[1]` is a number (nan)",
+         f"samples_{JCQA}.jsonl:4"),
+    Case("save samples loglikelihood inf", s_samples_ll(math.inf), 2,
+         f"error: samples line 4 of task {JCQA}: field `loglikelihoods[1]` is a number (inf)",
+         f"samples_{JCQA}.jsonl:4"),
+    Case("save samples loglikelihoods is a string", s_samples_lls_str, 2,
+         f"error: samples line 4 of task {JCQA}: field `loglikelihoods` is a string ('x')",
+         f"samples_{JCQA}.jsonl:4"),
+    Case("save samples prediction is a list", s_samples_prediction_list, 2,
+         f"error: samples line 1 of task {JSQUAD}: field `prediction` is a list", f"samples_{JSQUAD}.jsonl:1"),
+    Case("save samples doc_index is a string", s_samples_doc_index_str, 2,
+         f"error: samples line 3 of task {JCQA}: field `doc_index` is a string ('2')", f"samples_{JCQA}.jsonl:3"),
+    Case("save run stderr negative", s_run_stderr_negative, 2,
+         f"error: malformed results.json: field `results.{JCQA}.acc_stderr` should be a standard error (>= 0)",
+         "results.json"),
     Case("save into a file", s_dir_is_file, 2, "error: cannot write the baseline"),
 ]
 
@@ -478,6 +699,9 @@ def test_every_exit_path(case: Case, tmp_path: Path, capsys: pytest.CaptureFixtu
         # the check to check_run)
         assert "what to do:" in err or "--mode must be" in err, err
         assert err.count("error:") == 1, err
+        if case.where:  # the `where:` line names the file (and line) or the option
+            where = next((line for line in err.splitlines() if line.startswith("  where: ")), "")
+            assert where.endswith(case.where), err
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in (

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from jbench.cli import execute_plan, make_plan
+import jbench
+from jbench.records import RunRecord
 from jbench.results import load_run, load_samples_frame
 
 LIMIT = 12
@@ -29,18 +30,18 @@ def _cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> s
     return proc
 
 
-def _plan(data_dir: Path, **kw: object):  # noqa: ANN202 - RunPlan
-    base = dict(model=None, tasks=SUITE, num_fewshot="3,3,3,2,1,0", prompt_version="0.3", limit=LIMIT,
-                variant=None, batch_size=None, device="cpu", use_fast=None, trust_remote_code=None,
-                data_dir=data_dir, allow_data_mismatch=False)
-    base.update(kw)
-    return make_plan(**base)  # type: ignore[arg-type]
+def _evaluate(data_dir: Path, run_dir: Path, **kw: object) -> RunRecord:
+    """The public API, as a user's script would call it."""
+    return jbench.evaluate(None, tasks=SUITE, num_fewshot=[3, 3, 3, 2, 1, 0], prompt_version="0.3", limit=LIMIT,
+                           device="cpu", data_dir=data_dir, output_dir=run_dir.parent, run_name=run_dir.name,
+                           **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def suite_run(overlay_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_dir = tmp_path_factory.mktemp("runs") / "tiny-suite"
-    out = execute_plan(_plan(overlay_data_dir), run_dir, show_progress=False)
+    out = _evaluate(overlay_data_dir, run_dir)
+    assert out.path == run_dir
     return {"dir": run_dir, "out": out}
 
 
@@ -91,9 +92,9 @@ def test_dataframe_in_one_call(suite_run: dict) -> None:
 
 
 def test_rerun_gives_identical_numbers(suite_run: dict, overlay_data_dir: Path, tmp_path: Path) -> None:
-    out2 = execute_plan(_plan(overlay_data_dir), tmp_path / "again", show_progress=False, use_cache=False)
-    assert out2["results"] == suite_run["out"]["results"]
-    for task in out2["results"]:
+    out2 = _evaluate(overlay_data_dir, tmp_path / "again", cache=False)
+    assert out2.results == suite_run["out"].results
+    for task in out2.results:
         a = [json.dumps(r, sort_keys=True) for r in load_run(suite_run["dir"]).samples(task)]
         b = [json.dumps(r, sort_keys=True) for r in load_run(tmp_path / "again").samples(task)]
         assert a == b

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from jbench.cli import execute_plan, make_plan
+import jbench
 from jbench.models.base import encode_context
 from jbench.models.tokenizer import HFTokenizer, SentencePieceTokenizer, load_tokenizer
 from jbench.presets import resolve_preset
@@ -50,7 +50,7 @@ class Family:
     prompt_version: str            # the version the run must use
     use_fast: bool | None          # the preset's tokenizer flag (effective in the run)
     tokenizer_kind: str            # HarnessTokenizer.kind the run must record
-    cli: dict[str, Any] = field(default_factory=dict)   # make_plan overrides (what a user would pass)
+    cli: dict[str, Any] = field(default_factory=dict)   # jbench.evaluate overrides (what a user would pass)
 
 
 FAMILIES: dict[str, Family] = {
@@ -279,19 +279,17 @@ def family_run(request: pytest.FixtureRequest, stand_ins: dict[str, Path], overl
     fam = FAMILIES[key]
     kw: dict[str, Any] = dict(prompt_version=None, use_fast=None, trust_remote_code=None)
     kw.update(fam.cli)
-    plan = make_plan(model=str(stand_ins[key]), tasks=",".join(SUITE), num_fewshot=",".join(map(str, SHOTS)),
-                     limit=LIMIT, variant=None, batch_size=None, device="cpu", data_dir=overlay_data_dir,
-                     allow_data_mismatch=False, **kw)
     run_dir = tmp_path_factory.mktemp("family-runs") / key
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64-wide model gains nothing from threads; on a busy CI box they spin (3x wall)
     try:
-        out = execute_plan(plan, run_dir, show_progress=False, use_cache=False)
+        out = jbench.evaluate(str(stand_ins[key]), tasks=SUITE, num_fewshot=SHOTS, limit=LIMIT, device="cpu",
+                              data_dir=overlay_data_dir, output_dir=run_dir.parent, run_name=key, cache=False, **kw)
     finally:
         torch.set_num_threads(threads)
-    return {"key": key, "fam": fam, "plan": plan, "dir": run_dir, "out": out}
+    return {"key": key, "fam": fam, "plan": out.plan, "dir": run_dir, "out": out.to_json()}
 
 
 def test_results_have_every_task(family_run: dict[str, Any]) -> None:
@@ -301,7 +299,7 @@ def test_results_have_every_task(family_run: dict[str, Any]) -> None:
     assert on_disk["results"] == family_run["out"]["results"]
     expected = {resolve_task(t, None if t == "xwinograd_ja" else fam.prompt_version).name: t for t in SUITE}
     assert set(run.results) == set(expected) and len(expected) == len(SUITE)
-    assert set(family_run["plan"].tasks) == set(expected)
+    assert set(family_run["plan"]["tasks"]) == set(expected)
     for name, family in expected.items():
         if family != "xwinograd_ja":
             assert name.endswith(f"-{fam.prompt_version}")

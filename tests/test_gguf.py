@@ -167,7 +167,7 @@ def test_vocab_mismatch_is_reported(gguf_files: dict[str, Path], tmp_path: Path,
 
 
 def test_through_registry(gguf_files: dict[str, Path], src: Path, ref: list[float]) -> None:
-    import jbench.models.variants  # noqa: F401 - registers gguf
+    import jbench.models.registry  # noqa: F401 - the backend registry (gguf is built in)
     from jbench.models.load import load_scorer
 
     spec = ModelSpec(model=str(gguf_files["q8_0"]), variant="gguf", use_fast=False, extra={"tokenizer": str(src)})

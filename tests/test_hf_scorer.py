@@ -11,7 +11,8 @@ import torch
 
 from jbench.errors import ModelError
 from jbench.models.base import GenerationRequest, LoglikelihoodRequest, Scorer
-from jbench.models.hf import HFScorer, _Item, group_by_prefix, header_families, parse_dtype
+from jbench.models.hf import HFScorer, parse_dtype
+from jbench.models.planning import Item, group_by_prefix, header_families, packed_len
 
 TOL = 1e-5
 
@@ -213,8 +214,8 @@ def test_shared_header_across_documents(scorers: dict[str, HFScorer], arch: str)
 
 
 def test_group_by_prefix() -> None:
-    def item(i: int, toks: list[int], n: int = 1) -> _Item:
-        return _Item(i, tuple(toks), n, tuple(toks[-n:]))
+    def item(i: int, toks: list[int], n: int = 1) -> Item:
+        return Item(i, tuple(toks), n, tuple(toks[-n:]))
 
     ctx_a, ctx_b = [5, 6, 7, 8, 9, 10], [5, 6, 7, 11, 12, 13]  # share a 3-token "description"
     items = [item(0, ctx_a + [1]), item(1, ctx_a + [2, 3]), item(2, ctx_b + [1]), item(3, ctx_b + [4]),
@@ -405,8 +406,8 @@ def test_huge_group_is_split_into_bounded_packed_rows(scorers: dict[str, HFScore
 
     monkeypatch.setattr(s, "_forward", spy)
     got = s.loglikelihood(reqs)
-    groups = hf.group_by_prefix(s._prepare(reqs))
-    assert max(hf._packed_len(g) for g in groups) > 10  # the cap really splits something
+    groups = group_by_prefix(s._prepare(reqs))
+    assert max(packed_len(g) for g in groups) > 10  # the cap really splits something
     assert max(widths) <= 10
     for r, g in zip(reqs, got):
         assert abs(g - oracle_loglikelihood(base, r, base.max_length)) <= TOL

@@ -19,7 +19,7 @@ import textwrap
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -129,20 +129,16 @@ def test_kill9_then_rerun_resumes_with_identical_results(real_data_dir: Path, tm
 
 
 def test_ctrl_c_then_resume_flag(real_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                 capsys: pytest.CaptureFixture[str], jbench_main: Callable[..., int]) -> None:
     """In-process: Ctrl-C (KeyboardInterrupt) in the third chunk, then ``jbench eval --resume RUN``."""
     from jbench.cache import CachingScorer
-    from jbench.cli import main
 
     monkeypatch.setenv("JBENCH_CHUNK_DOCS", "3")
     args = ["--tasks", "jcommonsenseqa,xwinograd_ja", "--num-fewshot", "2,0", "--limit", "9", "--data-dir",
             str(real_data_dir), "--output-dir", str(tmp_path), "--no-progress"]
 
     def cli(*argv: str) -> int:
-        monkeypatch.setattr(sys, "argv", ["jbench", "eval", *argv])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        return int(exit_.value.code or 0)
+        return jbench_main("eval", *argv)
 
     assert cli(*args, "--run-name", "ref") == 0
     real_ll = CachingScorer.loglikelihood
@@ -279,12 +275,13 @@ INVARIANCE_TASKS = [("jcommonsenseqa", 3), ("xwinograd_ja", 0), ("jsquad", 2)]  
 
 def _run_with(scorer: Any, data_dir: Path, out: Path, limit: int,
               tasks: list[tuple[str, int]]) -> dict[str, list[dict[str, Any]]]:
+    from jbench.results import write_run
     from jbench.runner import RunSettings, TaskRun, run_tasks
     from jbench.tasks import resolve_task
 
     settings = RunSettings(tasks=[TaskRun(resolve_task(name, "0.3"), k) for name, k in tasks],
                            data_dir=data_dir, limit=limit)
-    run_tasks(scorer, settings, out, model_record={}, show_progress=False)
+    write_run(out, run_tasks(scorer, settings, model_record={}, show_progress=False))
     rec = results_of(out)
     return {task: [json.loads(line) for line in (out / f"samples_{task}.jsonl").read_text().splitlines()]
             for task in rec["results"]}
@@ -364,14 +361,13 @@ def test_auto_batch_size_ignores_free_memory(monkeypatch: pytest.MonkeyPatch) ->
 # ----------------------------------------------------------------------------------- determinism record
 
 def test_same_record_same_numbers(real_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jbench.cli import execute_plan, make_plan
+    import jbench
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    plan = make_plan(model=None, tasks="jcommonsenseqa,xwinograd_ja", num_fewshot="3,0", prompt_version="0.3",
-                     limit=6, variant=None, batch_size=None, device="cpu", use_fast=None, trust_remote_code=None,
-                     data_dir=real_data_dir, allow_data_mismatch=False)
-    a = execute_plan(plan, tmp_path / "a", show_progress=False, use_cache=False)
-    b = execute_plan(plan, tmp_path / "b", show_progress=False, use_cache=False)
+    options = dict(tasks="jcommonsenseqa,xwinograd_ja", num_fewshot="3,0", prompt_version="0.3", limit=6,
+                   device="cpu", data_dir=real_data_dir, output_dir=tmp_path, cache=False)
+    a = jbench.evaluate(None, run_name="a", **options).to_json()  # type: ignore[arg-type]
+    b = jbench.evaluate(None, run_name="b", **options).to_json()  # type: ignore[arg-type]
     env_a, env_b = a["config"]["environment"], b["config"]["environment"]
     assert env_a == env_b
     assert env_a["env"]["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from jbench import __version__
+from jbench.version import __version__
 from jbench.data import readers
 from jbench.data.loader import DataFileInfo, FileCheck, load_manifest, verify_bytes
 from jbench.data.registry import DATASETS, DatasetSpec, FileSpec

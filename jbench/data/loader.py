@@ -70,7 +70,7 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None) -> Path:
     """``explicit`` > env ``JBENCH_DATA_DIR`` > a DataError saying how to provide one."""
     raw = os.fspath(explicit) if explicit is not None else os.environ.get(DATA_DIR_ENV) or None
     if raw is None:
-        raise DataError("no data directory given",
+        raise DataError("no data directory given", where=f"--data-dir (unset) and ${DATA_DIR_ENV} (unset)",
                         fix=f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR (or run `jbench data --download` to "
                             "fetch the public files into a directory)")
     path = Path(raw).expanduser()

@@ -7,8 +7,8 @@ Every backend must use exactly these rules, or cross-backend deltas become token
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,33 @@ class Tokenizer(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
 
+@dataclass
+class ScorerStats:
+    """What a scorer reports about how it ran, for results.json ``config.resources`` / ``config.scoring``.
+
+    Why declared: the runner used to read these with ``getattr`` outside the protocol, so a backend could not
+    know what it was expected to report."""
+
+    tokens_processed: int = 0             # prompt / continuation tokens through the model
+    generated_tokens_processed: int = 0   # decode steps of generation
+    oom_retries: int = 0                  # batches halved after out-of-memory (changes batch composition)
+    oom_batch_cap: int | None = None      # the rows-per-forward cap those retries left
+    batch_sizing: dict[str, Any] | None = None  # how the automatic batch size was chosen
+    sharing: str | None = None            # prefix sharing path that ran: "packed", "kv" or None (none)
+    header_sharing: bool | None = None    # whether task headers shared across documents ran once
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Scorer(Protocol):
-    """A loaded model variant that can score and generate."""
+    """A loaded model variant that can score and generate, and say how it did."""
 
     tokenizer: Tokenizer
     max_length: int
+
+    def stats(self) -> ScorerStats:
+        """Counters and the scoring path taken so far (see :class:`ScorerStats`)."""
+        ...
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[float]:
         """Sum of log-probabilities of each continuation, in request order."""

@@ -4,7 +4,8 @@ Why a separate backend rather than transformers' ``gguf_file=``: transformers *d
 runs its own matmuls, so it measures the rounding of the weights but not llama.cpp's quantized kernels (which also
 quantize activations for K-quant dot products). "What does quantization cost in llama.cpp" needs llama.cpp.
 
-Rules shared with :class:`jbench.models.hf.HFScorer` so that deltas are quantization, not plumbing:
+Rules shared with :class:`jbench.models.hf.HFScorer` so that deltas are quantization, not plumbing (the request
+types and tokenization rules are the same code, :mod:`jbench.models.planning`):
 
 * prompts are tokenized by the **original model's tokenizer** (``spec.extra["tokenizer"]``, else tokenizer files next
   to the .gguf, which ``jbench quantize`` copies there; only then the GGUF's own vocabulary), with the same
@@ -36,7 +37,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from jbench.errors import BackendMissing, ModelError
-from jbench.models.base import GenerationRequest, LoglikelihoodRequest, encode_context, model_input
+from jbench.models.base import GenerationRequest, LoglikelihoodRequest, ScorerStats
+from jbench.models.planning import Item, generation_row, generation_text, tokenize_requests
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,11 @@ _INITIAL_N_CTX = 512
 
 
 def import_llama_cpp() -> Any:
+    """The ``llama_cpp`` module (the gguf variant and ``jbench quantize --method gguf`` both need it)."""
     try:
         import llama_cpp
     except ImportError as err:
-        raise BackendMissing("the gguf variant needs llama-cpp-python, which is not installed",
+        raise BackendMissing("llama-cpp-python is not installed (needed for GGUF quantization and evaluation)",
                              fix=LLAMACPP_HINT) from err
     return llama_cpp
 
@@ -103,14 +106,6 @@ class LlamaCppTokenizer:
 
 def _valid_id(i: int) -> int | None:
     return int(i) if i is not None and int(i) >= 0 else None
-
-
-@dataclass(frozen=True)
-class _Item:
-    index: int
-    inp: tuple[int, ...]
-    n_cont: int
-    targets: tuple[int, ...]
 
 
 class GGUFScorer:
@@ -220,6 +215,13 @@ class GGUFScorer:
         self.generated_tokens_processed = 0
         self.forward_calls = 0
 
+    def stats(self) -> ScorerStats:
+        """llama.cpp evaluates one sequence at a time, reusing the KV cache of the common prefix with the previous
+        one (the "lcp" sharing path)."""
+        return ScorerStats(tokens_processed=self.tokens_processed,
+                           generated_tokens_processed=self.generated_tokens_processed, sharing="lcp",
+                           extra={"forward_calls": self.forward_calls})
+
     def close(self) -> None:
         """Free llama.cpp's model and context now (also done at garbage collection / exit)."""
         if self._llm is not None:
@@ -228,18 +230,9 @@ class GGUFScorer:
 
     # -- loglikelihood ---------------------------------------------------------------------------------------------
 
-    def _prepare(self, requests: Sequence[LoglikelihoodRequest]) -> list[_Item]:
-        items = []
-        ctx_cache: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            ctx = ctx_cache.get(req.context)
-            if ctx is None:
-                ctx = ctx_cache[req.context] = encode_context(self.tokenizer, req.context)
-            cont = list(self.tokenizer.encode(req.continuation))
-            inp, n_cont = model_input(ctx, cont, self.max_length)
-            whole = (ctx + cont)[-(self.max_length + 1):]
-            targets = tuple(whole[len(whole) - n_cont:]) if n_cont else ()
-            items.append(_Item(i, tuple(inp), n_cont, targets))
+    def _prepare(self, requests: Sequence[LoglikelihoodRequest]) -> list[Item]:
+        """The HF scorer's tokenized requests (:func:`tokenize_requests`), checked against the GGUF vocabulary."""
+        items = tokenize_requests(self.tokenizer, requests, self.max_length)
         bad = [t for it in items for t in it.inp if not 0 <= t < self.n_vocab]
         if bad:
             raise ModelError(f"token id {bad[0]} is outside the GGUF vocabulary ({self.n_vocab} tokens)",
@@ -252,8 +245,7 @@ class GGUFScorer:
         out = [0.0] * len(items)  # an empty continuation scores 0, as in the reference
         for it in sorted((it for it in items if it.n_cont > 0), key=lambda it: it.inp):
             self._eval_to(it.inp)
-            first = len(it.inp) - it.n_cont
-            logits = self._logits(first, len(it.inp))
+            logits = self._logits(it.first_scored, len(it.inp))
             lse = _logsumexp(logits)
             out[it.index] = float(sum(logits[k, t] - lse[k] for k, t in enumerate(it.targets)))
         return out
@@ -264,15 +256,9 @@ class GGUFScorer:
         """Greedy continuation of each context, cut at the first ``until``; in request order."""
         texts = []
         for req in requests:
-            cap = max(0, int(req.max_gen_tokens))
-            until_ids = self.tokenizer.encode(req.until) if req.until else []
-            stop = int(until_ids[-1]) if until_ids else self.tokenizer.eos_token_id
-            ctx = encode_context(self.tokenizer, req.context)[cap - self.max_length:]  # the reference's slice
-            if not ctx:
-                ctx = encode_context(self.tokenizer, "")
+            ctx, stop, cap = generation_row(self.tokenizer, req, self.max_length)  # the HF scorer's rules
             toks = self._greedy(ctx, stop, cap) if cap > 0 else []
-            s = self.tokenizer.decode(toks) if toks else ""
-            texts.append(s.split(req.until)[0] if req.until else s)
+            texts.append(generation_text(self.tokenizer, toks, req.until))
         return texts
 
     def _greedy(self, ctx: list[int], stop: int | None, cap: int) -> list[int]:

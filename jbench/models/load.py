@@ -1,31 +1,25 @@
-"""Model specification and loading: one place that maps (model, variant) to a Scorer backend.
+"""Model specification and loading: (model, variant) -> a Scorer from the backend registered for the variant.
 
-A run is (model, variant). Backends import lazily so that a missing optional dependency only matters when that
-variant is asked for, and then gives an install hint instead of a traceback.
+A run is (model, variant). Backends are looked up in :mod:`jbench.models.registry` and import lazily, so a missing
+optional dependency only matters when that variant is asked for, and then gives an install hint instead of a
+traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from jbench.errors import BackendMissing, ModelError
+from jbench.errors import ModelError
 from jbench.models.base import Scorer
+from jbench.models.registry import DTYPE_OF_VARIANT, get_backend
+
+__all__ = ["DTYPE_OF_VARIANT", "TINY", "ModelSpec", "load_scorer", "loaded_record", "model_args_string",
+           "resolve_model_path", "tokenizer_identity", "weights_fingerprint"]
 
 TINY = "tiny"
-
-# variant -> (backend module under jbench.models, pip extra that provides its dependencies)
-VARIANTS: dict[str, tuple[str, str | None]] = {
-    "fp32": ("hf", None),
-    "fp16": ("hf", None),
-    "bf16": ("hf", None),
-    "auto": ("hf", None),       # the checkpoint's own dtype (torch_dtype="auto"), as some reference runs used
-}
-
-DTYPE_OF_VARIANT = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}
 
 
 @dataclass
@@ -51,21 +45,18 @@ class ModelSpec:
 
         A local model also gets a short hash of its absolute path (``<folder>-<hash>-<variant>``): two models in
         folders with the same name must never share a run directory, or the second overwrites the first."""
+        from jbench.results import safe_name
+
         if self.is_tiny:
             return f"{TINY}-{self.variant}"
         raw = str(self.model).rstrip("/")
         local = Path(raw)
         if local.exists():
             digest = hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:6]
-            base = f"{local.resolve().name or 'model'}-{digest}"
+            base = f"{safe_name(local.resolve().name)[:150]}-{digest}"
         else:  # a hub id: owner/name is already unique
-            base = raw
-        return f"{base.replace('/', '_').replace(':', '_')}-{self.variant}"
-
-
-def register_variant(name: str, module: str, extra: str | None) -> None:
-    """Backends of quantized variants register themselves here (see jbench/models/__init__)."""
-    VARIANTS[name] = (module, extra)
+            base = safe_name(raw.replace("/", "_"))[:180]
+        return f"{base}-{self.variant}"
 
 
 def weights_fingerprint(path: Path) -> str | None:
@@ -98,27 +89,29 @@ def resolve_model_path(spec: ModelSpec) -> str:
 
 def load_scorer(spec: ModelSpec) -> tuple[Scorer, dict[str, Any]]:
     """Load the scorer for ``spec``; returns it with the model record that goes into results.json."""
-    if spec.variant not in VARIANTS:
-        raise ModelError(f"unknown variant {spec.variant!r}", fix=f"choose one of: {', '.join(VARIANTS)}")
-    module_name, extra = VARIANTS[spec.variant]
-    try:
-        module = importlib.import_module(f"jbench.models.{module_name}")
-    except ImportError as err:
-        hint = f'pip install "jbench[{extra}]"' if extra else "pip install jbench"
-        raise BackendMissing(f"the {spec.variant} backend needs a package that is not installed ({err.name})",
-                             fix=hint) from err
+    loader = get_backend(spec.variant).load_function()
     path = resolve_model_path(spec)
-    use_fast = False if spec.is_tiny and spec.use_fast is None else spec.use_fast
-    loader: Callable[..., Scorer] = getattr(module, "load_variant")
     try:
-        scorer = loader(path, spec, use_fast=use_fast)
+        scorer = loader(path, spec, use_fast=effective_use_fast(spec))
     except (OSError, ValueError, RuntimeError, EOFError) as err:
         # a damaged or incompatible checkpoint (torn download, wrong format, missing shard) is the user's to fix;
         # JBenchErrors raised by the backend pass through unchanged
         raise ModelError(f"cannot load the model as {spec.variant}: {type(err).__name__}: {str(err)[:500]}",
                          where=path, fix="check that the path holds a complete checkpoint of a causal LM (download "
                                          "or save it again), or run with --verbose and see <run>/log.txt") from err
-    record = {
+    return scorer, loaded_record(scorer, spec)
+
+
+def effective_use_fast(spec: ModelSpec) -> bool | None:
+    """The tokenizer choice a run uses: the embedded tiny model is a sentencepiece model read slow by default."""
+    return False if spec.is_tiny and spec.use_fast is None else spec.use_fast
+
+
+def loaded_record(scorer: Scorer, spec: ModelSpec) -> dict[str, Any]:
+    """The model part of results.json ``config`` for a loaded scorer (also for one loaded by the caller)."""
+    path = resolve_model_path(spec)
+    use_fast = effective_use_fast(spec)
+    return {
         "model": "tiny (embedded)" if spec.is_tiny else spec.model,
         "model_path": path,
         "model_args": model_args_string(spec, path, use_fast),
@@ -135,7 +128,6 @@ def load_scorer(spec: ModelSpec) -> tuple[Scorer, dict[str, Any]]:
         "quantization": getattr(scorer, "quantization", None),
         "spec": asdict(spec),
     }
-    return scorer, record
 
 
 def tokenizer_identity(tok: Any) -> dict[str, Any]:
@@ -146,21 +138,26 @@ def tokenizer_identity(tok: Any) -> dict[str, Any]:
     return {"class": type(tok).__name__, "kind": getattr(tok, "kind", None)}
 
 
-def model_args_string(spec: ModelSpec, path: str, use_fast: bool | None) -> str:
-    """The reference's ``model_args`` string (``pretrained=...,use_fast=False``) for the table header line."""
+def model_args_string(spec: ModelSpec, path: str, use_fast: bool | None, *, lm_eval: bool = False) -> str:
+    """The ``model_args`` string of a run: the reference's (``pretrained=...,use_fast=False``, for the table header
+    line), or with ``lm_eval=True`` the lm-eval ``hf`` model's (``dtype`` always, ``use_fast_tokenizer``,
+    ``max_length``), which loads the same plain-dtype model in lm-eval."""
     args = [f"pretrained={path}"]
-    if use_fast is not None:
-        args.append(f"use_fast={use_fast}")
-    if spec.variant in DTYPE_OF_VARIANT and spec.variant != "fp32":
+    if lm_eval:
         args.append(f"dtype={DTYPE_OF_VARIANT[spec.variant]}")
-    if spec.variant not in DTYPE_OF_VARIANT:
-        args.append(f"variant={spec.variant}")
+        if use_fast is False:
+            args.append("use_fast_tokenizer=False")
+    else:
+        if use_fast is not None:
+            args.append(f"use_fast={use_fast}")
+        if spec.variant in DTYPE_OF_VARIANT and spec.variant != "fp32":
+            args.append(f"dtype={DTYPE_OF_VARIANT[spec.variant]}")
+        if spec.variant not in DTYPE_OF_VARIANT:
+            args.append(f"variant={spec.variant}")
     if spec.trust_remote_code:
         args.append("trust_remote_code=True")
     if spec.revision:
         args.append(f"revision={spec.revision}")
+    if lm_eval and spec.max_length:
+        args.append(f"max_length={spec.max_length}")
     return ",".join(args)
-
-
-# Quantized variants register themselves by name (nothing heavy is imported until a variant is used).
-import jbench.models.variants  # noqa: E402,F401  (registration side effect)

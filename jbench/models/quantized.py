@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 from jbench.errors import BackendMissing, ModelError
+from jbench.model_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -251,19 +251,11 @@ def _outside_inference_mode(model: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _read_json(p: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def quant_settings(d: Path) -> dict[str, Any]:
     """The checkpoint's quantization settings: ``quantize_config.json`` (auto-gptq / gptqmodel) merged under
     ``config.json``'s ``quantization_config`` (transformers); empty when the directory is not quantized."""
-    from_config = _read_json(d / "config.json").get("quantization_config") or {}
-    return {**_read_json(d / "quantize_config.json"), **from_config}
+    from_config = read_json_object(d / "config.json").get("quantization_config") or {}
+    return {**read_json_object(d / "quantize_config.json"), **from_config}
 
 
 def resolve_gptq_dir(path: str, spec: Any, variant: str = "gptq") -> Path:

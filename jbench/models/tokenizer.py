@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jbench.errors import BackendMissing, ModelError
+from jbench.model_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +168,13 @@ def _token_spec(value: Any, *, legacy_default_strip: bool) -> tuple[str, bool, b
     return None
 
 
+def _unreadable(path: Path, err: Exception) -> ModelError:
+    return ModelError(f"cannot read tokenizer file: {err}", where=str(path))
+
+
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"cannot read tokenizer file: {err}", where=str(path)) from err
-    return data if isinstance(data, dict) else {}
+    """A tokenizer JSON file's object (``{}`` when absent); an unreadable or malformed one is a ModelError."""
+    return read_json_object(path, on_error=_unreadable)
 
 
 class SentencePieceTokenizer(HarnessTokenizer):

@@ -1,293 +1,27 @@
-"""Paired statistics for original-vs-quantized comparisons (numpy/scipy only, no jbench imports).
+"""Intervals and verdicts on a paired difference: TOST equivalence (paired t, or on any interval), Tango's score
+interval for paired right/wrong outcomes, MOVER averages of task intervals, the exact bound when nothing changed,
+and the collapse test.
 
-Two runs of the same benchmark answer *the same questions*, so every comparison here is paired: the per-example
-difference ``d_i = b_i - a_i`` is the unit of analysis. Pairing removes the (large) between-question variance
-that an unpaired comparison of two accuracies carries, which is why a 0.5-point quantization loss can be real
-even when both runs' own error bars overlap.
-
-Conventions (used throughout and in the report):
-
-* ``a`` is the original, ``b`` the variant; ``delta = mean(b) - mean(a)``, so a loss is negative.
-* Values are whatever scale the caller passes in; :mod:`jbench.compare` passes *points* (acc x 100, EM 0-100),
-  and the TOST ``margin`` is on that same scale.
-* Paired *binary* outcomes (acc, exact match: each example right or wrong) get the continuity-corrected Tango
-  (1998) score interval for the difference of paired proportions (:func:`tango_interval`), and TOST is run on
-  that interval (:func:`tost_paired_binary`). Why not the bootstrap or a t-interval: when the runs agree on
-  every example both collapse to the point 0 and call any n "equivalent"; the score interval keeps the width
-  that n examples can actually rule out (0 discordant pairs of 50 still allow ±6 points), and its coverage is
-  at least nominal at n = 5 as at n = 5,000 (see ``tests/test_stats_coverage.py``).
-* Other metrics keep the percentile interval of a paired bootstrap that resamples *examples* (pairs), the same
-  indices for both runs, and Schuirmann's paired t TOST; see :func:`tost_from_summary` for the verdicts.
+One of the three modules of :mod:`jbench.stats` (which re-exports every public name); see the package docstring
+for why these methods and not the bootstrap alone.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
 from scipy import stats as sps
 
-__all__ = [
-    "ChoiceKL",
-    "Flips",
-    "TostResult",
-    "agreement",
-    "bootstrap_means",
-    "chance_level",
-    "choice_kl",
-    "collapsed",
-    "flips",
-    "is_binary",
-    "mcnemar_exact",
-    "mover_average",
-    "paired_binary_counts",
-    "paired_bootstrap_average_ci",
-    "paired_bootstrap_ci",
-    "tango_ci",
-    "tango_interval",
-    "tost_equivalence",
-    "tost_from_interval",
-    "tost_from_summary",
-    "tost_paired_binary",
-    "zero_change_bound",
-]
+from jbench.errors import StatsInputError
+from jbench.stats.paired import _EPS, SCORE_METHOD, T_METHOD, TANGO_CC, _check_alpha, _pair, flips
 
-#: How the interval of a row was computed (shown per row in the comparison report).
-SCORE_METHOD = "Tango score (CC)"  # paired binary; CC: continuity correction, see tango_interval
-BOOTSTRAP_METHOD = "paired bootstrap"
-T_METHOD = "paired t"
-MOVER_METHOD = "MOVER"  # over the per-task intervals (Zou & Donner 2008)
-#: Continuity correction of the Tango score statistic (see :func:`tango_interval` for why 0.5).
-TANGO_CC = 0.5
-
-# Upper bound on the multinomial count matrix built per chunk (elements), so that 10k iterations over a
-# 5,000-example task with continuous scores stay within a few tens of MB.
-_CHUNK_ELEMENTS = 4_000_000
-_EPS = 1e-9
-
-
-def _pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(a, dtype=float).ravel()
-    y = np.asarray(b, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"paired samples must have the same length, got {x.size} and {y.size}")
-    if x.size == 0:
-        raise ValueError("paired samples are empty")
-    return x, y
-
-
-def is_binary(values: ArrayLike) -> bool:
-    """True when every value is 0 or 1: McNemar and flip counts only make sense for right/wrong outcomes."""
-    v = np.asarray(values, dtype=float)
-    return bool(np.all((v == 0.0) | (v == 1.0)))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Paired bootstrap
-# --------------------------------------------------------------------------------------------------------------
-
-
-def bootstrap_means(a: ArrayLike, b: ArrayLike, *, iters: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``iters`` bootstrap replicates of ``(mean(a*), mean(b*))`` resampling *pairs* (the same indices for both).
-
-    Why multinomial counts over distinct pairs: drawing n examples with replacement is exactly a multinomial
-    draw of how often each example is taken, and examples with identical ``(a_i, b_i)`` are interchangeable.
-    For 0/1 metrics there are at most four distinct pairs, so 10,000 replicates of a 5,000-example task cost
-    microseconds instead of 50 million index gathers; the distribution is the same as index resampling.
-    """
-    x, y = _pair(a, b)
-    if iters < 1:
-        raise ValueError("iters must be >= 1")
-    n = x.size
-    pairs, counts = np.unique(np.stack([x, y], axis=1), axis=0, return_counts=True)
-    probs = counts / n
-    k = len(probs)
-    chunk = max(1, _CHUNK_ELEMENTS // k)
-    out_a = np.empty(iters)
-    out_b = np.empty(iters)
-    for start in range(0, iters, chunk):
-        size = min(chunk, iters - start)
-        draws = rng.multinomial(n, probs, size=size).astype(float)  # (size, k): times each pair type is drawn
-        out_a[start: start + size] = draws @ pairs[:, 0] / n
-        out_b[start: start + size] = draws @ pairs[:, 1] / n
-    return out_a, out_b
-
-
-def _percentile_ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
-    lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-
-
-def paired_bootstrap_ci(a: ArrayLike, b: ArrayLike, *, iters: int = 10_000, alpha: float = 0.05,
-                        seed: int = 0) -> tuple[float, float, float]:
-    """``(delta, lo, hi)``: Δ = mean(b) − mean(a) and its percentile (1−alpha) CI from a paired bootstrap.
-
-    Deterministic for a given seed. The point estimate is the observed Δ, not the bootstrap mean.
-    """
-    _check_alpha(alpha)
-    x, y = _pair(a, b)
-    ma, mb = bootstrap_means(x, y, iters=iters, rng=np.random.default_rng(seed))
-    lo, hi = _percentile_ci(mb - ma, alpha)
-    return float(y.mean() - x.mean()), lo, hi
-
-
-def paired_bootstrap_average_ci(pairs: Sequence[tuple[ArrayLike, ArrayLike]], *,
-                                iters: int = 10_000, alpha: float = 0.05,
-                                seed: int = 0) -> tuple[float, float, float]:
-    """CI for the difference of an *average of task means* (the 4-/6-task average).
-
-    Each task is resampled over its own examples (tasks are independent, the examples inside each are paired),
-    and each replicate's Δ is ``mean_t(mean(b_t*)) − mean_t(mean(a_t*))``: every task weighs the same, as in
-    the published averages, regardless of its size.
-    """
-    _check_alpha(alpha)
-    if not pairs:
-        raise ValueError("no tasks to average")
-    rng = np.random.default_rng(seed)
-    tot = np.zeros(iters)
-    delta = 0.0
-    for a, b in pairs:
-        x, y = _pair(a, b)
-        ma, mb = bootstrap_means(x, y, iters=iters, rng=rng)
-        tot += mb - ma
-        delta += y.mean() - x.mean()
-    t = len(pairs)
-    lo, hi = _percentile_ci(tot / t, alpha)
-    return float(delta / t), lo, hi
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Right/wrong changes
-# --------------------------------------------------------------------------------------------------------------
-
-
-class Flips(NamedTuple):
-    """How many answers changed correctness: the raw material of McNemar and of "is the loss real"."""
-
-    right_to_wrong: int
-    wrong_to_right: int
-
-
-def _binary_pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _pair(a, b)
-    if not (is_binary(x) and is_binary(y)):
-        raise ValueError("expected right/wrong outcomes (0/1 values)")
-    return x.astype(bool), y.astype(bool)
-
-
-def flips(a: ArrayLike, b: ArrayLike) -> Flips:
-    """Examples the original got right and the variant wrong, and the reverse."""
-    x, y = _binary_pair(a, b)
-    return Flips(int(np.sum(x & ~y)), int(np.sum(~x & y)))
-
-
-def mcnemar_exact(a_correct: ArrayLike, b_correct: ArrayLike) -> tuple[int, int, float]:
-    """``(b01, b10, p)``: exact two-sided McNemar test on the discordant pairs.
-
-    ``b01`` = original wrong, variant right (0→1); ``b10`` = original right, variant wrong (1→0). Under H0 (no
-    difference) each discordant pair is a fair coin, so p is the two-sided binomial test of b01 successes in
-    b01+b10 trials at 0.5. Concordant pairs carry no information about the difference; with no discordant pair
-    at all there is no evidence of one, so p = 1.
-    """
-    f = flips(a_correct, b_correct)
-    b01, b10 = f.wrong_to_right, f.right_to_wrong
-    n = b01 + b10
-    p = 1.0 if n == 0 else float(sps.binomtest(b01, n, 0.5, alternative="two-sided").pvalue)
-    return b01, b10, min(1.0, p)
-
-
-def agreement(pred_a: Sequence[object], pred_b: Sequence[object]) -> float:
-    """Share of examples where both runs gave the same prediction (choice index or generated string).
-
-    Catches changes that accuracy hides: a variant can keep its score while answering different questions right.
-    """
-    if len(pred_a) != len(pred_b):
-        raise ValueError(f"paired predictions must have the same length, got {len(pred_a)} and {len(pred_b)}")
-    if not pred_a:
-        raise ValueError("paired predictions are empty")
-    return sum(1 for x, y in zip(pred_a, pred_b) if x == y) / len(pred_a)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Distribution shift over the choices
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChoiceKL:
-    """KL(P_a || P_b) between the per-example choice distributions, averaged over examples.
-
-    ``P = softmax(loglikelihoods of the choices)``: the choice-level analogue of llama.cpp's token-level KLD.
-    It moves before accuracy does, so it shows a quantized model drifting even where the argmax still agrees.
-    ``n_nonfinite`` examples (NaN loglikelihoods, e.g. a broken kernel) are left out of the averages.
-    """
-
-    mean_kl: float
-    median_kl: float
-    max_kl: float
-    top_agreement: float
-    n: int
-    n_nonfinite: int = 0
-
-
-def _kl_rows(la: np.ndarray, lb: np.ndarray) -> np.ndarray:
-    """Per-row KL(softmax(la) || softmax(lb)) for 2-D arrays of equal shape (one row per example)."""
-    lpa = special.log_softmax(la, axis=1)
-    lpb = special.log_softmax(lb, axis=1)
-    pa = np.exp(lpa)
-    # terms with P_a = 0 contribute 0 (even where P_b = 0 too); P_a > 0 = P_b gives +inf, as it should
-    with np.errstate(invalid="ignore"):
-        terms = np.where(pa > 0, pa * (lpa - lpb), 0.0)
-    return np.maximum(terms.sum(axis=1), 0.0)  # clamp rounding noise below zero
-
-
-def _usable(x: np.ndarray) -> np.ndarray:
-    """Rows whose softmax is defined: no NaN, no +inf, not every choice at -inf."""
-    return ~(np.isnan(x).any(axis=1) | np.isposinf(x).any(axis=1) | np.isneginf(x).all(axis=1))
-
-
-def choice_kl(lls_a: Sequence[Sequence[float]], lls_b: Sequence[Sequence[float]]) -> ChoiceKL:
-    """Mean KL(P_a || P_b) and top-choice agreement over examples with (possibly ragged) choice lists.
-
-    Examples are grouped by their number of choices so each group is one vectorised softmax.
-    """
-    if len(lls_a) != len(lls_b):
-        raise ValueError(f"paired loglikelihoods must have the same length, got {len(lls_a)} and {len(lls_b)}")
-    if not lls_a:
-        raise ValueError("paired loglikelihoods are empty")
-    groups: dict[int, list[int]] = {}
-    for i, (ra, rb) in enumerate(zip(lls_a, lls_b)):
-        if len(ra) != len(rb) or len(ra) == 0:
-            raise ValueError(f"example {i}: the runs scored {len(ra)} and {len(rb)} choices")
-        groups.setdefault(len(ra), []).append(i)
-    kls: list[np.ndarray] = []
-    agree = 0
-    bad = 0
-    for idx in groups.values():
-        la = np.asarray([lls_a[i] for i in idx], dtype=float)
-        lb = np.asarray([lls_b[i] for i in idx], dtype=float)
-        ok = _usable(la) & _usable(lb)
-        bad += int((~ok).sum())
-        la, lb = la[ok], lb[ok]
-        if la.shape[0]:
-            kls.append(_kl_rows(la, lb))
-            agree += int(np.sum(np.argmax(la, axis=1) == np.argmax(lb, axis=1)))
-    if not kls:
-        nan = float("nan")
-        return ChoiceKL(nan, nan, nan, nan, 0, bad)
-    arr = np.concatenate(kls)
-    return ChoiceKL(float(arr.mean()), float(np.median(arr)), float(arr.max()), agree / arr.size, int(arr.size), bad)
+__all__ = ["BETTER", "EQUIVALENT", "INCONCLUSIVE", "WORSE", "TostResult", "chance_level", "collapsed",
+           "mover_average", "paired_binary_counts", "tango_ci", "tango_interval", "tost_equivalence",
+           "tost_from_interval", "tost_from_summary", "tost_paired_binary", "zero_change_bound"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -343,7 +77,7 @@ def tost_from_summary(delta: float, se: float, df: float, margin: float, alpha: 
     """
     _check_alpha(alpha)
     if not margin > 0:
-        raise ValueError(f"margin must be > 0, got {margin}")
+        raise StatsInputError(f"margin must be > 0, got {margin}")
     nan = float("nan")
     if not (math.isfinite(delta) and math.isfinite(se)) or se < 0 or not df > 0:
         return TostResult(INCONCLUSIVE, delta, nan, nan, nan, nan, nan, margin, alpha, n, se, df)
@@ -396,7 +130,7 @@ def paired_binary_counts(a: ArrayLike, b: ArrayLike, scale: float = 1.0) -> tupl
     """
     x, y = _pair(a, b)
     if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
+        raise StatsInputError(f"scale must be > 0, got {scale}")
     f = flips(x / scale, y / scale)
     return f.wrong_to_right, f.right_to_wrong, int(x.size)
 
@@ -446,11 +180,11 @@ def tango_interval(n12: ArrayLike, n21: ArrayLike, n: ArrayLike, alpha: float = 
     """
     _check_alpha(alpha)
     if cc < 0:
-        raise ValueError(f"cc must be >= 0, got {cc}")
+        raise StatsInputError(f"cc must be >= 0, got {cc}")
     b12, b21, nn = np.broadcast_arrays(np.asarray(n12, dtype=float), np.asarray(n21, dtype=float),
                                        np.asarray(n, dtype=float))
     if np.any(nn < 1) or np.any(b12 < 0) or np.any(b21 < 0) or np.any(b12 + b21 > nn):
-        raise ValueError("need 0 <= n12, n21 and n12 + n21 <= n, n >= 1")
+        raise StatsInputError("need 0 <= n12, n21 and n12 + n21 <= n, n >= 1")
     z = float(sps.norm.ppf(1 - alpha / 2))
     dhat = (b12 - b21) / nn
     lower = _tango_root(z, np.full(dhat.shape, -1.0), dhat.copy(), b12, b21, nn, cc)
@@ -485,7 +219,7 @@ def tost_from_interval(delta: float, lo: float, hi: float, margin: float, alpha:
     :func:`tost_from_summary`). A non-finite bound is always "inconclusive": a missing interval never passes."""
     _check_alpha(alpha)
     if not margin > 0:
-        raise ValueError(f"margin must be > 0, got {margin}")
+        raise StatsInputError(f"margin must be > 0, got {margin}")
     ok = all(math.isfinite(v) for v in (delta, lo, hi))
     verdict = _verdict(lo, hi, margin) if ok else INCONCLUSIVE
     p = max(p_lower, p_upper) if math.isfinite(p_lower) and math.isfinite(p_upper) else float("nan")
@@ -505,7 +239,7 @@ def tost_paired_binary(a: ArrayLike, b: ArrayLike, margin: float, alpha: float =
     """
     _check_alpha(alpha)
     if not margin > 0:
-        raise ValueError(f"margin must be > 0, got {margin}")
+        raise StatsInputError(f"margin must be > 0, got {margin}")
     n12, n21, n = paired_binary_counts(a, b, scale)
     lo, hi = tango_interval(n12, n21, n, 2 * alpha, cc)
     m = min(margin / scale, 1.0)
@@ -531,7 +265,7 @@ def mover_average(estimates: Sequence[float], lows: Sequence[float],
     """
     d, lo, hi = (np.asarray(v, dtype=float) for v in (estimates, lows, highs))
     if not d.size or d.shape != lo.shape or d.shape != hi.shape:
-        raise ValueError("need one estimate, low and high per task")
+        raise StatsInputError("need one estimate, low and high per task")
     t = d.size
     mean = float(d.mean())
     return (mean, mean - math.sqrt(float(np.sum((d - lo) ** 2))) / t,
@@ -547,7 +281,7 @@ def zero_change_bound(n: int, alpha: float = 0.05) -> float:
     """
     _check_alpha(alpha)
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise StatsInputError(f"n must be >= 1, got {n}")
     return 1.0 - alpha ** (1.0 / n)
 
 
@@ -559,7 +293,7 @@ def zero_change_bound(n: int, alpha: float = 0.05) -> float:
 def chance_level(n_choices: int) -> float:
     """Accuracy (0-1) of guessing uniformly among ``n_choices`` choices."""
     if n_choices < 1:
-        raise ValueError(f"n_choices must be >= 1, got {n_choices}")
+        raise StatsInputError(f"n_choices must be >= 1, got {n_choices}")
     return 1.0 / n_choices
 
 

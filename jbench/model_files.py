@@ -1,0 +1,50 @@
+"""Files of a local HF model directory: reading its JSON configs and copying its tokenizer files.
+
+Why this module exists: the tokenizer loader, the quantized-checkpoint loader, ``jbench quantize`` and the GGUF
+exporter all read small JSON files next to a model (``tokenizer_config.json``, ``quantize_config.json``, ...) with
+the same rules, and both quantizers copy the original tokenizer files into their output. One copy of each, kept
+below every module that uses it (it imports nothing from jbench), so no import cycle can form through it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "read_json_object"]
+
+#: tokenizer files copied from the original into every quantized output, so that both tokenize identically.
+TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.model", "sentencepiece.bpe.model", "spm.model",
+                   "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt")
+
+
+def read_json_object(path: Path, *, on_error: Callable[[Path, Exception], Exception] | None = None
+                     ) -> dict[str, Any]:
+    """The JSON object in ``path``; ``{}`` when the file is absent or holds something other than an object.
+
+    A file that cannot be read or parsed gives ``{}`` too, unless ``on_error`` is given: then the exception it
+    builds from (path, the OSError / JSONDecodeError) is raised, chained to the original one."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        if on_error is None:
+            return {}
+        raise on_error(path, err) from err
+    return data if isinstance(data, dict) else {}
+
+
+def copy_tokenizer_files(src: Path, out: Path) -> list[str]:
+    """Copy the original tokenizer files into ``out`` (overwriting re-saved ones); returns the names copied."""
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in TOKENIZER_FILES:
+        f = src / name
+        if f.is_file():
+            shutil.copy2(f, out / name)
+            copied.append(name)
+    return copied

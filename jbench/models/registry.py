@@ -1,0 +1,124 @@
+"""The backend registry: variant name -> the backend that loads it, its pip extra and the modules it needs.
+
+Why a registry: the runner and the CLI only ever ask for a variant by name. Built-in backends register here by
+module path (nothing heavy is imported until a variant is used, so ``jbench --help`` stays fast and a missing
+optional dependency gives the extra to install). Backends outside jbench register through the entry-point group
+``jbench.backends``: an entry point ``NAME = "package.module:load_variant"`` adds variant ``NAME``, loaded by that
+function (``load_variant(path, spec, *, use_fast) -> Scorer``). This module imports nothing from jbench's
+backends, so no backend can form an import cycle with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from jbench.errors import BackendMissing, ModelError
+from jbench.models.variants import BUILTIN_BACKENDS
+
+ENTRY_POINT_GROUP = "jbench.backends"
+
+#: transformers dtype of each plain (unquantized) variant; quantized variants keep their checkpoint's
+DTYPE_OF_VARIANT = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "auto": "auto"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to load one variant. ``module`` (imported lazily) or ``loader`` provides ``load_variant``."""
+
+    name: str
+    module: str | None = None
+    loader: Callable[..., Any] | None = field(default=None, compare=False)
+    extra: str | None = None              # pip extra that installs its dependencies
+    requires: tuple[str, ...] = ()        # importable modules it needs (checked before any weights load)
+    origin: str = "jbench"                # "jbench" or the distribution of an entry point
+
+    def missing_modules(self) -> list[str]:
+        """The modules this backend needs that are not installed (``find_spec``: nothing is imported)."""
+        out = []
+        for mod in self.requires:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                out.append(mod)
+        return out
+
+    def install_hint(self) -> str:
+        if self.extra:
+            return f'make install EXTRAS=...,{self.extra} (or pip install "jbench[{self.extra}]")'
+        return "install the package that provides this backend"
+
+    def load_function(self) -> Callable[..., Any]:
+        """``load_variant`` of this backend; a missing dependency is a BackendMissing with the install hint."""
+        if self.loader is not None:
+            return self.loader
+        assert self.module is not None
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as err:
+            raise BackendMissing(f"the {self.name} backend needs a package that is not installed ({err.name})",
+                                 fix=self.install_hint()) from err
+        return getattr(module, "load_variant")
+
+
+_BACKENDS: dict[str, Backend] = {}
+_entry_points_loaded = False
+
+
+def register_backend(name: str, *, module: str | None = None, loader: Callable[..., Any] | None = None,
+                     extra: str | None = None, requires: tuple[str, ...] = (), origin: str = "jbench") -> None:
+    """Register variant ``name`` (a later registration of the same name replaces the earlier one)."""
+    if (module is None) == (loader is None):
+        raise ValueError("register_backend needs exactly one of module= or loader=")
+    _BACKENDS[name] = Backend(name, module=module, loader=loader, extra=extra, requires=tuple(requires),
+                              origin=origin)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _BACKENDS:
+            continue  # a built-in name is never shadowed by a plugin
+
+        def lazy(*args: Any, _ep: Any = ep, **kwargs: Any) -> Any:
+            return _ep.load()(*args, **kwargs)
+
+        dist = getattr(getattr(ep, "dist", None), "name", None) or ep.value
+        _BACKENDS[ep.name] = Backend(ep.name, loader=lazy, origin=str(dist))
+
+
+def backends() -> dict[str, Backend]:
+    """Every registered variant: the built-in ones, then those of installed plugins."""
+    _register_builtins()
+    _load_entry_points()
+    return dict(_BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    known = backends()
+    if name not in known:
+        raise ModelError(f"unknown variant {name!r}", where=f"--variant {name}",
+                         fix=f"choose one of: {', '.join(known)}")
+    return known[name]
+
+
+_builtins_registered = False
+
+
+def _register_builtins() -> None:
+    """The variants jbench ships (see :mod:`jbench.models.variants` for what each one does)."""
+    global _builtins_registered
+    if _builtins_registered:
+        return
+    _builtins_registered = True
+    for name, (module, extra, requires) in BUILTIN_BACKENDS.items():
+        register_backend(name, module=module, extra=extra, requires=requires)
