@@ -10,10 +10,11 @@ Every function validates its whole input before any weights load and raises a :c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from jbench.errors import JBenchError, ModelError, TaskError
 from jbench.records import RunRecord
@@ -223,7 +224,7 @@ def evaluate_suite(suite: str, model: str | None = None, *, tasks: str | Sequenc
     spec = ModelSpec(**plan.model)
     run_dir, more = run_dir_for(Path(output_dir), run_name or f"{spec.slug()}-ja_leaderboard", plan)
     validate_plan(plan, run_dir, problems=problems + more, check_data=False)
-    with RunLock(run_dir), run_log(run_dir):
+    with _interruptible(run_dir), RunLock(run_dir), run_log(run_dir):
         return run_ja_leaderboard(spec, Path(plan.data_dir), run_dir, tasks=split_csv(_csv(tasks)) or None,
                                   limit=plan.limit, batch_size=batch_size,
                                   allow_data_mismatch=plan.allow_data_mismatch, preset=plan.preset)
@@ -293,6 +294,21 @@ def quantize(model: str, *, method: str = "gptq", out: str | os.PathLike[str] | 
     calib: Path | list[str] | None = None if calibration is None else Path(calibration)
     if method in ("gptq", "awq") and calib is None:
         calib = calibration_texts(default_data_dir(None if data_dir is None else Path(data_dir), spec.is_tiny))
-    return list(run_quantize(src, Path(out) if out else default_out_dir(src, method, bits, group_size),
-                             method=method, bits=bits, group_size=group_size, desc_act=desc_act,  # type: ignore[arg-type]
-                             calibration=calib, n_samples=n_samples, seed=seed, gguf_types=tuple(gguf_types)))
+    target = Path(out) if out else default_out_dir(src, method, bits, group_size)
+    with _interruptible(target):
+        return list(run_quantize(src, target,
+                                 method=method, bits=bits, group_size=group_size,  # type: ignore[arg-type]
+                                 desc_act=desc_act, calibration=calib, n_samples=n_samples, seed=seed,
+                                 gguf_types=tuple(gguf_types)))
+
+
+@contextlib.contextmanager
+def _interruptible(where: Path) -> Iterator[None]:
+    """Ctrl-C as jbench's Interrupted (exit 130): click would turn a KeyboardInterrupt into "Aborted!" and exit 1,
+    which is the code for "a number regressed"."""
+    from jbench.errors import Interrupted
+
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        raise Interrupted("interrupted", where=str(where)) from err

@@ -20,9 +20,19 @@ class JBenchError(Exception):
             parts.append(f"  what to do: {fix}")
         super().__init__("\n".join(parts))
 
+    def with_where(self, where: str) -> "JBenchError":
+        """The same error (same class) reported at another place, e.g. the option that led to it."""
+        err = JBenchError.__new__(type(self))
+        JBenchError.__init__(err, self.what, where=where, fix=self.fix)
+        return err
+
 
 class DataError(JBenchError):
     """A data file is missing, corrupt, of the wrong schema or fails its checksum."""
+
+
+class NoDataDir(DataError):
+    """No data directory was given: every data file is then missing, and this one message says what to do."""
 
 
 class TaskError(JBenchError):

@@ -76,22 +76,18 @@ def execute_plan(plan: RunPlan, run_dir: Path | None, *, show_progress: bool = T
 
 
 def _after_failure(run_dir: Path, created: bool) -> None:
-    """A failed run leaves no trace that could be mistaken for a run: the previous run's run.json is put back
-    beside its results.json, and a run directory this attempt created, with no answer cached, is removed."""
-    import json
+    """A failed run leaves no trace that could be mistaken for a run: the previous run's plan is put back in
+    run.json beside its results.json, and a run directory this attempt created, with no answer cached, is removed."""
     import shutil
 
     from jbench.cache import CACHE_FILE, RequestCache
+    from jbench.plan import PLAN_FILE, stored_plan
     from jbench.results import RESULTS_FILE, write_json
 
-    results = run_dir / RESULTS_FILE
-    if results.is_file():
-        try:
-            previous = json.loads(results.read_text(encoding="utf-8")).get("plan")
-        except (OSError, ValueError, AttributeError):
-            previous = None
-        if isinstance(previous, dict):
-            write_json(run_dir / "run.json", previous)
+    if (run_dir / RESULTS_FILE).is_file():
+        previous = stored_plan(run_dir)
+        if previous is not None:
+            write_json(run_dir / PLAN_FILE, previous)
         return
     if not created:
         return
@@ -123,13 +119,15 @@ def _execute(plan: RunPlan, run_dir: Path | None, *, show_progress: bool, use_ca
     if run_dir is not None:
         plan.save(run_dir)  # first, so that `--resume` can redo exactly this run if it is interrupted
     t_load = time.perf_counter()
+    in_memory = scorer is not None
     if scorer is None:
         scorer, record = load_scorer(spec)
     else:
         record = loaded_record(scorer, spec)
     load_s = time.perf_counter() - t_load
     record["preset"] = plan.preset
-    cache = RequestCache(run_dir / CACHE_FILE) if use_cache and run_dir is not None else None
+    # an in-memory model has no fingerprint: another model of the same class must never be served its answers
+    cache = RequestCache(run_dir / CACHE_FILE) if use_cache and run_dir is not None and not in_memory else None
     if cache is not None and (cached := cache.count()):
         print(f"resuming {run_dir}: {cached} answers are already in its request cache", file=sys.stderr)
     if record["batch_size"] == "auto" and scorer.stats().batch_sizing:

@@ -59,11 +59,6 @@ class _State:
 _state = _State()
 
 
-def is_verbose() -> bool:
-    """Whether library output is shown on stderr too (``--verbose`` or ``JBENCH_VERBOSE=1``)."""
-    return _state.verbose
-
-
 def _env_verbose() -> bool:
     return os.environ.get("JBENCH_VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
 

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "read_json_object"]
+__all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "non_causal_kind", "read_json_object"]
 
 #: tokenizer files copied from the original into every quantized output, so that both tokenize identically.
 TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.model", "sentencepiece.bpe.model", "spm.model",
@@ -48,3 +48,24 @@ def copy_tokenizer_files(src: Path, out: Path) -> list[str]:
             shutil.copy2(f, out / name)
             copied.append(name)
     return copied
+
+
+def non_causal_kind(config: dict[str, Any]) -> str | None:
+    """"an encoder (masked LM)" / "an encoder-decoder" for a config that is not a decoder-only LM, else None.
+
+    Why refuse them: transformers maps some of them to a causal-LM head (``BertLMHeadModel``, ``BartForCausalLM``)
+    that loads and scores without error, but with bidirectional attention or half a model, so every number would be
+    meaningless. A config whose ``architectures`` name a ``*ForCausalLM`` is decided without importing
+    transformers (seconds), so the validation step stays fast."""
+    if config.get("is_encoder_decoder"):
+        return "an encoder-decoder"
+    archs = config.get("architectures") or []
+    if isinstance(archs, list) and any(str(a).endswith("ForCausalLM") for a in archs):
+        return None
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
+    except ImportError:  # pragma: no cover - very old/new transformers
+        masked = {}
+    if str(config.get("model_type") or "") in masked and not config.get("is_decoder"):
+        return "an encoder (masked LM)"
+    return None

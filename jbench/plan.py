@@ -45,10 +45,28 @@ class RunPlan:
             raise StoreError("nothing to resume: the run directory has no run.json", where=str(run_dir),
                              fix="start the run with `jbench eval` (it resumes automatically in the same --run-name)")
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            plan = cls(**json.loads(path.read_text(encoding="utf-8")))
+            from jbench.models.load import ModelSpec
+
+            ModelSpec(**plan.model)  # a hand-edited model entry fails here, not deep inside the run
         except (OSError, ValueError, TypeError) as err:
             raise StoreError(f"run.json cannot be read as a run plan: {err}", where=str(path),
                              fix="start the run again with `jbench eval` and the options you want") from err
+        return plan
+
+
+def stored_plan(run_dir: Path) -> dict[str, Any] | None:
+    """The plan a finished run recorded in its results.json (None: no finished run, or one from before plans were
+    recorded). It, not run.json, says what the results are: run.json may describe a later attempt."""
+    import json
+
+    from jbench.results import RESULTS_FILE
+
+    try:
+        plan = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8")).get("plan")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return plan if isinstance(plan, dict) else None
 
 
 DEFAULT_SUITE = ["jcommonsenseqa", "jnli", "marc_ja", "jsquad", "jaqket_v2", "xwinograd_ja"]

@@ -215,8 +215,22 @@ class Run:
         path = samples_path(self.path, task)
         if not path.exists():
             raise StoreError(f"run has no samples for task {task}", where=str(path))
+        rows = []
         with path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise StoreError(f"samples line {number} of {task} is not valid JSON ({err.msg}): the file was "
+                                     "cut short or edited", where=f"{path}:{number}",
+                                     fix="rerun the run (`jbench eval --resume RUN` reuses its cached answers)") from err
+                if not isinstance(row, dict):
+                    raise StoreError(f"samples line {number} of {task} is a {type(row).__name__}, not an object",
+                                     where=f"{path}:{number}", fix="rerun the run")
+                rows.append(row)
+        return rows
 
 
 def resolve_run(ref: str | os.PathLike[str], results_dir: Path | None = None) -> Path:

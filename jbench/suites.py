@@ -330,10 +330,10 @@ def _run(spec: ModelSpec, data_dir: Path, run_dir: Path, chosen: list[Leaderboar
                            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if preset is not None:
         record["preset"] = preset
-    out = {
-        "results": results,
-        "versions": versions,
-        "config": {
+    run = RunRecord(
+        results=results,
+        versions=versions,
+        config={
             **record,
             "suite": SUITE_NAME,
             "engine": f"lm-eval {_lm_eval_version()}",
@@ -354,13 +354,14 @@ def _run(spec: ModelSpec, data_dir: Path, run_dir: Path, chosen: list[Leaderboar
                       for k in ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")},
             **run_provenance(),
         },
-        "n_samples": n_samples,
-        "notes": notes,
-        "timings": {"eval_s": round(eval_s, 3), "total_s": round(time.perf_counter() - t_run, 3)},
-    }
-    write_run(run_dir, RunRecord.from_json(out, rows=rows_of))  # the same writer as every other run
+        n_samples=n_samples,
+        notes=notes,
+        timings={"eval_s": round(eval_s, 3), "total_s": round(time.perf_counter() - t_run, 3)},
+        rows=rows_of,
+    )
+    write_run(run_dir, run)  # the same writer as every other run
     write_json(run_dir / "lm_eval_results.json", _jsonable(lm_eval_record))
-    return RunRecord.from_json(out).to_json()
+    return run.to_json()
 
 
 def suite_tables(out: dict[str, Any]) -> str:

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jbench.errors import DataError, InputErrors, JBenchError, ModelError, StoreError, TaskError
+from jbench.errors import DataError, InputErrors, JBenchError, ModelError, NoDataDir, StoreError, TaskError
+from jbench.model_files import non_causal_kind, read_json_object
 
 if TYPE_CHECKING:
     from jbench.plan import RunPlan
@@ -127,11 +128,10 @@ def check_model(model_path: str, variant: str = "fp32") -> list[JBenchError]:
         return [ModelError("the model directory has no config.json", where=model_path,
                            fix="pass a checkpoint directory saved by transformers (config.json + weights)")]
     try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return [ModelError(f"config.json cannot be read: {err}", where=str(cfg_file),
-                           fix="save or download the checkpoint again")]
-    cfg = cfg if isinstance(cfg, dict) else {}
+        cfg = read_json_object(cfg_file, on_error=lambda path, err: ModelError(
+            f"config.json cannot be read: {err}", where=str(path), fix="save or download the checkpoint again"))
+    except ModelError as err:
+        return [err]
     refusal = _non_causal(cfg, model_path)  # the most useful thing to say about a BERT folder, weights or not
     if refusal:
         return refusal
@@ -150,21 +150,10 @@ def check_model(model_path: str, variant: str = "fp32") -> list[JBenchError]:
 
 
 def _non_causal(cfg: dict[str, Any], path: str) -> list[JBenchError]:
-    """Encoders (BERT-style) and encoder-decoders: transformers maps some to a causal-LM head that loads and scores
-    without error, with bidirectional attention or half a model, so every number would be meaningless."""
-    model_type = str(cfg.get("model_type") or "")
-    archs = cfg.get("architectures") or []
-    if isinstance(archs, list) and any(str(a).endswith("ForCausalLM") for a in archs) \
-            and not cfg.get("is_encoder_decoder"):
-        return []  # the common case, decided without importing transformers (seconds) before a fast failure
-    try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
-    except ImportError:  # pragma: no cover - very old/new transformers
-        masked = {}
-    encoder = model_type in masked and not bool(cfg.get("is_decoder", False))
-    if not (encoder or cfg.get("is_encoder_decoder")):
+    kind = non_causal_kind(cfg)
+    if kind is None:
         return []
-    kind = "an encoder-decoder" if cfg.get("is_encoder_decoder") else "an encoder (masked LM)"
+    model_type = str(cfg.get("model_type") or "")
     return [ModelError(f"{path!r} is not a causal language model: it is {kind} model (model_type={model_type!r})",
                        where=f"{path} (config.json model_type={model_type!r})",
                        fix="jbench scores decoder-only (causal) LMs only; pass a GPT/Llama/Qwen-style checkpoint")]
@@ -290,14 +279,18 @@ def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenc
     caller already found, e.g. while resolving task names). ``check_data=False`` leaves the data files to a runner
     that reads its own (the lm-eval suite)."""
     found = list(problems or [])
-    no_data = any(isinstance(p, DataError) and p.what.startswith("no data directory") for p in found)
+    no_data = any(isinstance(p, NoDataDir) for p in found)
     m = plan.model
     found += check_limit(plan.limit)
     found += check_batch_size(m.get("batch_size"))
     found += check_device(str(m.get("device") or "cpu"))
     found += check_variant(str(m.get("variant") or "fp32"))
     if m.get("model") not in (None, "tiny") and not (m.get("extra") or {}).get("in-memory"):
-        found += check_model(str(m["model"]), str(m.get("variant") or "fp32"))
+        try:
+            found += check_model(str(m["model"]), str(m.get("variant") or "fp32"))
+        except OSError as err:  # an unreadable folder or file: the user's to fix, not a traceback
+            found.append(ModelError(f"the model cannot be read ({err.strerror or err})", where=str(m["model"]),
+                                    fix="check the path and its permissions"))
     if run_dir is not None:
         found += check_output_dir(run_dir)
     if check_data and not no_data:  # without a data dir every file is missing: the one message above says what to do

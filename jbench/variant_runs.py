@@ -7,13 +7,12 @@ the source model, with calibration text from the task train splits.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from jbench.errors import ChildRunFailed, JBenchError, TaskError
-from jbench.plan import RunPlan
+from jbench.errors import ChildRunFailed, Interrupted, JBenchError, TaskError
+from jbench.plan import RunPlan, stored_plan
 
 PREQUANTIZED = ("gptq", "awq", "gguf")
 #: dtypes of the original itself: comparing one against the original says nothing about quantization
@@ -61,11 +60,9 @@ def ensure_quantized(method: str, src: str, data_dir: Path, *, calibration: Path
 
 def _group_size_for(src: Path, preferred: int = 128) -> int:
     """128 (the usual published setting) unless the layer width is smaller or not a multiple (tiny models)."""
-    try:
-        cfg = json.loads((src / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return preferred
-    hidden = int(cfg.get("hidden_size") or preferred)
+    from jbench.model_files import read_json_object
+
+    hidden = int(read_json_object(src / "config.json").get("hidden_size") or preferred)
     group = preferred
     while group > 8 and hidden % group:
         group //= 2
@@ -83,22 +80,19 @@ def run_or_reuse(plan: "RunPlan", run_dir: Path, *, show_progress: bool) -> Path
     attempt that failed after the results were written by an earlier, different plan)."""
     import subprocess
 
-    from jbench.results import RESULTS_FILE, RunLock
+    from jbench.results import RunLock
 
-    results = run_dir / RESULTS_FILE
-    if results.is_file():
-        try:
-            done = json.loads(results.read_text(encoding="utf-8")).get("plan")
-        except (OSError, ValueError):
-            done = None
-        if done == asdict(plan):
-            print(f"reusing {run_dir}", file=sys.stderr)
-            return run_dir
+    if stored_plan(run_dir) == asdict(plan):
+        print(f"reusing {run_dir}", file=sys.stderr)
+        return run_dir
     with RunLock(run_dir):
         plan.save(run_dir)
     cmd = [sys.executable, "-m", "jbench.cli", "eval", "--resume", str(run_dir)]
     cmd += [] if show_progress else ["--no-progress"]
-    proc = subprocess.run(cmd, stdout=sys.stderr)
+    try:
+        proc = subprocess.run(cmd, stdout=sys.stderr)
+    except KeyboardInterrupt as err:  # click would turn it into "Aborted!" and exit 1, the regression code
+        raise Interrupted("interrupted", where=str(run_dir)) from err
     if proc.returncode != 0:
         err = ChildRunFailed(f"the run for {run_dir.name} failed (exit {proc.returncode})", where=str(run_dir),
                              fix="see the error above; rerun `jbench compare` to resume where it stopped")
@@ -167,7 +161,7 @@ def variant_problems(names: list[str], quantized: list[str] | None) -> tuple[dic
                                   fix="list each variant once"))
     for name in names:
         variant, _, gguf_type = name.partition(":")
-        problems += [JBenchError(p.what, where=f"--variants {name}", fix=p.fix) for p in check_variant(variant)]
+        problems += [p.with_where(f"--variants {name}") for p in check_variant(variant)]
         if variant in ORIGINAL_VARIANTS:
             problems.append(TaskError(f"{name} is a dtype of the original, not a quantized variant",
                                       where=f"--variants {name}",
@@ -181,8 +175,7 @@ def variant_problems(names: list[str], quantized: list[str] | None) -> tuple[dic
                                       fix=f"one of: {', '.join(known)}"))
         path = given.get(name) or given.get(variant)
         if path is not None and variant in PREQUANTIZED:
-            problems += [JBenchError(p.what, where=f"--quantized {variant}={path} ({p.where})", fix=p.fix)
-                         for p in check_model(path, variant)]
+            problems += [p.with_where(f"--quantized {variant}={path} ({p.where})") for p in check_model(path, variant)]
     return given, problems
 
 

@@ -58,6 +58,12 @@ def test_evaluate_in_memory_without_a_run_directory(tmp_path: Path, sample_dir: 
     assert rec.n_samples == {"xwinograd_ja": 4} and len(rec.rows["xwinograd_ja"]) == 4
     assert rec.config["model"].startswith("in-memory:") and rec.config["tokenizer"]["kind"] == "fast"
     assert rec.to_json()["format"] == RUN_FORMAT
+    # stored, an in-memory model is never cached: it has no fingerprint, so another model of the same class could
+    # otherwise be served its answers
+    stored = jbench.evaluate(model, tokenizer=tok, tasks=["xwinograd_ja"], limit=4, data_dir=sample_dir,
+                             output_dir=tmp_path)
+    assert stored.path is not None and (stored.path / "results.json").is_file()
+    assert not (stored.path / "cache.sqlite").exists()
     # the same model from its path gives the same numbers with the same (fast) tokenizer
     again = jbench.evaluate(str(path), tasks="xwinograd_ja", limit=4, use_fast=True, data_dir=sample_dir)
     assert [ll for r in again.rows["xwinograd_ja"] for ll in r["loglikelihoods"]] == pytest.approx(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import math
 import re
 import zlib
@@ -366,3 +367,17 @@ def test_argument_checks(runs: dict[str, Path]) -> None:
     rep = compare_runs(runs["orig"], [runs["q8"]], iters=ITERS, tasks=["jnli"])
     assert rep.tasks == ["jnli-1.3-0.3"] and all(r.kind == "task" for r in rep.rows)
     assert not math.isnan(rep.rows[0].tost.p)
+
+
+def test_a_damaged_samples_file_is_one_clear_error(tmp_path: Path, runs: dict[str, Path]) -> None:
+    """A reused run whose samples file was cut short: exit 2 naming the file and line, never a JSONDecodeError."""
+    from jbench.errors import StoreError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs["q8"], damaged)
+    samples = sorted(damaged.glob("samples_*.jsonl"))[0]
+    text = samples.read_text(encoding="utf-8")
+    samples.write_text(text[: len(text) // 2], encoding="utf-8")
+    with pytest.raises(StoreError) as err:
+        compare_runs(runs["orig"], [damaged], iters=ITERS)
+    assert err.value.exit_code == 2 and "is not valid JSON" in str(err.value) and samples.name in str(err.value)

@@ -16,7 +16,7 @@ from typing import Any
 
 from jbench.data import readers
 from jbench.data.registry import DATASETS, MANIFEST_NAME, DatasetSpec, FileSpec
-from jbench.errors import DataError
+from jbench.errors import DataError, NoDataDir
 
 DATA_DIR_ENV = "JBENCH_DATA_DIR"
 MARC_OLD_LOADER_COUNT = 5734  # published rinna/open-calm runs; predates JGLUE's id-list processing
@@ -70,7 +70,7 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None) -> Path:
     """``explicit`` > env ``JBENCH_DATA_DIR`` > a DataError saying how to provide one."""
     raw = os.fspath(explicit) if explicit is not None else os.environ.get(DATA_DIR_ENV) or None
     if raw is None:
-        raise DataError("no data directory given", where=f"--data-dir (unset) and ${DATA_DIR_ENV} (unset)",
+        raise NoDataDir("no data directory given", where=f"--data-dir (unset) and ${DATA_DIR_ENV} (unset)",
                         fix=f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR (or run `jbench data --download` to "
                             "fetch the public files into a directory)")
     path = Path(raw).expanduser()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from jbench.errors import ModelError
+from jbench.model_files import non_causal_kind
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +93,10 @@ def load_causal_lm(model: str | os.PathLike[str], *, dtype: str | torch.dtype = 
 
 
 def _refuse_non_causal(config: Any, path: str) -> None:
-    """Refuse encoders (BERT-style) and encoder-decoders before loading weights: transformers maps some of them to a
-    causal-LM head (``BertLMHeadModel``, ``BartForCausalLM``) that loads and scores without error, but with
-    bidirectional attention or half a model, so every number would be meaningless."""
+    """Refuse encoders and encoder-decoders before loading weights (see :func:`jbench.model_files.non_causal_kind`)."""
     model_type = str(getattr(config, "model_type", "") or "")
-    try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
-    except ImportError:  # pragma: no cover - very old/new transformers
-        masked = {}
-    encoder = model_type in masked and not bool(getattr(config, "is_decoder", False))
-    if encoder or bool(getattr(config, "is_encoder_decoder", False)):
-        kind = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "an encoder (masked LM)"
+    kind = non_causal_kind(config.to_dict() if hasattr(config, "to_dict") else dict(vars(config)))
+    if kind:
         raise ModelError(f"{path!r} is not a causal language model: it is {kind} model ({type(config).__name__})",
                          where=f"{path} (config.json model_type={model_type!r})",
                          fix="jbench scores decoder-only (causal) LMs only; pass a GPT/Llama/Qwen-style checkpoint")

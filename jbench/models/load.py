@@ -91,15 +91,16 @@ def load_scorer(spec: ModelSpec) -> tuple[Scorer, dict[str, Any]]:
     """Load the scorer for ``spec``; returns it with the model record that goes into results.json."""
     loader = get_backend(spec.variant).load_function()
     path = resolve_model_path(spec)
+    use_fast = effective_use_fast(spec)
     try:
-        scorer = loader(path, spec, use_fast=effective_use_fast(spec))
+        scorer = loader(path, spec, use_fast=use_fast)
     except (OSError, ValueError, RuntimeError, EOFError) as err:
         # a damaged or incompatible checkpoint (torn download, wrong format, missing shard) is the user's to fix;
         # JBenchErrors raised by the backend pass through unchanged
         raise ModelError(f"cannot load the model as {spec.variant}: {type(err).__name__}: {str(err)[:500]}",
                          where=path, fix="check that the path holds a complete checkpoint of a causal LM (download "
                                          "or save it again), or run with --verbose and see <run>/log.txt") from err
-    return scorer, loaded_record(scorer, spec)
+    return scorer, loaded_record(scorer, spec, path=path)
 
 
 def effective_use_fast(spec: ModelSpec) -> bool | None:
@@ -107,9 +108,9 @@ def effective_use_fast(spec: ModelSpec) -> bool | None:
     return False if spec.is_tiny and spec.use_fast is None else spec.use_fast
 
 
-def loaded_record(scorer: Scorer, spec: ModelSpec) -> dict[str, Any]:
+def loaded_record(scorer: Scorer, spec: ModelSpec, *, path: str | None = None) -> dict[str, Any]:
     """The model part of results.json ``config`` for a loaded scorer (also for one loaded by the caller)."""
-    path = resolve_model_path(spec)
+    path = path if path is not None else resolve_model_path(spec)
     use_fast = effective_use_fast(spec)
     return {
         "model": "tiny (embedded)" if spec.is_tiny else spec.model,

@@ -98,7 +98,6 @@ def _load_entry_points() -> None:
 
 def backends() -> dict[str, Backend]:
     """Every registered variant: the built-in ones, then those of installed plugins."""
-    _register_builtins()
     _load_entry_points()
     return dict(_BACKENDS)
 
@@ -111,14 +110,10 @@ def get_backend(name: str) -> Backend:
     return known[name]
 
 
-_builtins_registered = False
-
-
 def _register_builtins() -> None:
     """The variants jbench ships (see :mod:`jbench.models.variants` for what each one does)."""
-    global _builtins_registered
-    if _builtins_registered:
-        return
-    _builtins_registered = True
     for name, (module, extra, requires) in BUILTIN_BACKENDS.items():
         register_backend(name, module=module, extra=extra, requires=requires)
+
+
+_register_builtins()  # plain data, nothing imported; a later register_backend() of the same name replaces it
