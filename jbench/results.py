@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from jbench.errors import StoreError
+from jbench.errors import JBenchError, StoreError
 
 if TYPE_CHECKING:
     import pandas
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RESULTS_FILE", "Run", "RunLock", "StagedRun", "StoreError", "check_plain_name", "load_run",
            "load_samples_frame", "resolve_run", "resolve_run_dir", "samples_path", "write_json", "write_jsonl",
-           "write_run"]
+           "parse_samples", "write_run"]
 
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".lock"
@@ -215,22 +215,37 @@ class Run:
         path = samples_path(self.path, task)
         if not path.exists():
             raise StoreError(f"run has no samples for task {task}", where=str(path))
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise StoreError(f"samples line {number} of {task} is not valid JSON ({err.msg}): the file was "
-                                     "cut short or edited", where=f"{path}:{number}",
-                                     fix="rerun the run (`jbench eval --resume RUN` reuses its cached answers)") from err
-                if not isinstance(row, dict):
-                    raise StoreError(f"samples line {number} of {task} is a {type(row).__name__}, not an object",
-                                     where=f"{path}:{number}", fix="rerun the run")
-                rows.append(row)
-        return rows
+        return [row for _, row in parse_samples(path, task)]
+
+
+_RERUN_FIX = "rerun the run (`jbench eval --resume RUN` reuses its cached answers)"
+
+
+def parse_samples(path: Path, task: str, *, error: type[JBenchError] = StoreError,
+                  fix: str = _RERUN_FIX) -> list[tuple[int, dict[str, Any]]]:
+    """Every (line number, row) of a samples file; an unreadable file, a line that is not JSON (cut short or
+    edited) or not an object is one ``error`` naming the file and line. Readers that check more (``check``,
+    ``baseline save``) validate the rows' fields on top of this."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"cannot read the samples file of task {task}: {err}", where=str(path), fix=fix) from err
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"samples line {number} of task {task} is not valid JSON ({err.msg}, column {err.colno}): "
+                        "the file was cut short or edited", where=f"{path}:{number}", fix=fix) from err
+        if not isinstance(row, dict):
+            kind = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                type(row), "a number" if isinstance(row, (int, float)) else type(row).__name__)
+            raise error(f"samples line {number} of task {task} is {kind}, not an object (one example per line)",
+                        where=f"{path}:{number}", fix=fix)
+        rows.append((number, row))
+    return rows
 
 
 def resolve_run(ref: str | os.PathLike[str], results_dir: Path | None = None) -> Path:

@@ -20,7 +20,8 @@ from typing import Any
 from jbench.baseline.machine import run_machine
 from jbench.errors import BaselineError, CheckInputError
 from jbench.records import PREDICTION
-from jbench.results import RESULTS_FILE, Run, StoreError, _atomic_write, load_run, resolve_run, samples_path
+from jbench.results import (RESULTS_FILE, Run, StoreError, _atomic_write, load_run, parse_samples, resolve_run,
+                            samples_path)
 
 __all__ = ["DEFAULT_BASELINES_DIR", "FORMAT", "NAME_RE", "PROMPT_HASH_CHARS", "Baseline", "build_baseline",
            "check_run_shape", "load_baseline", "prompt_hash", "read_samples", "save_baseline", "validate_baseline"]
@@ -155,25 +156,9 @@ def read_samples(run: Run, task: str, *, required: bool = True) -> list[dict[str
             return None
         raise CheckInputError(f"the run has no samples file for task {task} (per-example rows are needed here)",
                               where=str(path), fix=f"{_RERUN}; or save/check with --no-predictions / --mode stat")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CheckInputError(f"cannot read the samples file of task {task}: {err}", where=str(path),
-                              fix=_RERUN) from err
     rows: list[dict[str, Any]] = []
     seen: dict[int, int] = {}  # doc_index -> line
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CheckInputError(f"samples line {i} of task {task} is not valid JSON ({err.msg}, column "
-                                  f"{err.colno}): the file was cut short or edited", where=f"{path}:{i}",
-                                  fix=_RERUN) from err
-        if not isinstance(row, dict):
-            raise CheckInputError(f"samples line {i} of task {task} is {_type_name(row)}, not an object (one "
-                                  f"example per line)", where=f"{path}:{i}", fix=_RERUN)
+    for i, row in parse_samples(path, task, error=CheckInputError, fix=_RERUN):
         _check_row(row, task, path, i)
         if row["doc_index"] in seen:
             raise CheckInputError(f"samples line {i} of task {task}: field `doc_index` {row['doc_index']} repeats "
