@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 
 from jbench.models.base import GenerationRequest, LoglikelihoodRequest, Scorer, ScorerStats, Tokenizer
 from jbench.results import StoreError
+from jbench.run_identity import NEUTRAL_MODEL_ARGS
 
 CACHE_FILE = "cache.sqlite"
 
@@ -44,6 +45,8 @@ BUSY_TIMEOUT_S = 30.0
 # What identifies a model's numbers; anything else in the record (timings, paths to outputs) must not matter.
 IDENTITY_KEYS = ("model", "model_path", "variant", "dtype", "device", "use_fast", "trust_remote_code", "revision",
                  "max_length", "tokenizer", "weights_fingerprint")
+#: identity parts that only some runs have: the chat template settings (``--apply-chat-template``)
+OPTIONAL_IDENTITY_KEYS = ("chat_template", "system_instruction", "fewshot_as_multiturn")
 
 # sqlite primary result codes (``err.sqlite_errorcode & 0xff``)
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
@@ -51,6 +54,14 @@ _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 
 def model_identity(record: dict[str, Any]) -> str:
     ident = {k: record.get(k) for k in IDENTITY_KEYS}
+    for key in OPTIONAL_IDENTITY_KEYS:  # only when set, so runs without them keep their cache keys
+        if record.get(key) is not None:
+            ident[key] = record[key]
+    if record.get("backend", "hf") != "hf":  # another engine's numbers differ in the last bits; hf keys stay as before
+        ident["backend"] = record["backend"]
+    kwargs = {k: v for k, v in (record.get("model_kwargs") or {}).items() if k not in NEUTRAL_MODEL_ARGS}
+    if kwargs:  # --model-args (attn_implementation, ...) can change the numbers; placement/memory ones cannot
+        ident["model_kwargs"] = kwargs
     return hashlib.sha256(json.dumps(ident, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 

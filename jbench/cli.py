@@ -8,15 +8,20 @@ for "a number regressed".
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from jbench.cli_options import (BaselinesDirOpt, BatchOpt, DataDirOpt, DeviceOpt, LimitOpt, ModelOpt, OutputDirOpt,
-                                ProgressOpt, PromptOpt, ShotsOpt, TasksOpt, TokenizerMismatchOpt)
+from jbench.cli_options import (BackendOpt, BaselinesDirOpt, BatchOpt, ChatTemplateOpt, DataDirOpt, DeviceOpt,
+                                LimitOpt, ModelArgsOpt, ModelOpt, MultiturnOpt, OriginalOpt, OutputDirOpt, ProgressOpt,
+                                PromptOpt, RevisionOpt, ShotsOpt, SystemInstructionOpt, TasksOpt, TokenizerMismatchOpt,
+                                WandbArgsOpt)
+from jbench.cli_data import data_cmd
+from jbench.cli_published import published_cmd, reproduce_cmd
+from jbench.cli_sweep import sweep_cmd
+from jbench.cli_table import table_cmd
 from jbench.errors import Interrupted, JBenchError, TaskError
 
 app = typer.Typer(
@@ -56,7 +61,8 @@ def tasks_cmd() -> None:
 @app.command("prompts")
 def prompts_cmd(
     task: Annotated[str, typer.Option("--task", help="Task name, e.g. jcommonsenseqa-1.1-0.3.")],
-    num_fewshot: Annotated[Optional[int], typer.Option("--num-fewshot", help="Shots (default: the task's).")] = None,
+    num_fewshot: Annotated[Optional[int], typer.Option("--num-fewshot", "--num_fewshot",
+                                                      help="Shots (default: the task's).")] = None,
     limit: LimitOpt = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", help="Tokenizer (model path or hub id) for generation caps and prompt fitting.")] = None,
@@ -65,6 +71,8 @@ def prompts_cmd(
     allow_data_mismatch: Annotated[bool, typer.Option(
         "--allow-data-mismatch", help="Build requests even if a data file fails its checksum (as for eval).")]
     = False,
+    apply_chat_template: ChatTemplateOpt = None, system_instruction: SystemInstructionOpt = None,
+    fewshot_as_multiturn: MultiturnOpt = None,
 ) -> None:
     """Print one JSON object per request (and nothing else on stdout): the fidelity interface.
 
@@ -74,35 +82,13 @@ def prompts_cmd(
     from jbench.api import prompts
 
     for inst in prompts(task, num_fewshot=num_fewshot, limit=limit, model=model, use_fast=use_fast,
-                        data_dir=data_dir, allow_data_mismatch=allow_data_mismatch):
+                        data_dir=data_dir, allow_data_mismatch=allow_data_mismatch,
+                        apply_chat_template=bool(apply_chat_template), system_instruction=system_instruction,
+                        fewshot_as_multiturn=fewshot_as_multiturn):
         sys.stdout.write(json.dumps(inst.to_json(), ensure_ascii=False) + "\n")
 
 
-@app.command("data")
-def data_cmd(
-    data_dir: DataDirOpt = None,
-    download: Annotated[Optional[list[str]], typer.Option(
-        "--download", help="Download these datasets (repeatable; 'all' for every downloadable file).")] = None,
-    mirror: Annotated[Optional[str], typer.Option(
-        "--mirror", help="Base URL replacing the public hosts (or $JBENCH_DATA_MIRROR).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Download again even if a verified file exists.")] = False,
-) -> None:
-    """Show each dataset's files, record counts and checksum status; optionally download the public ones."""
-    from jbench.data import dataset_status, download_datasets, resolve_data_dir
-
-    if download:
-        ddir = Path(data_dir or os.environ.get("JBENCH_DATA_DIR") or "data")
-        names = None if "all" in download else list(download)
-        for info in download_datasets(names, ddir, mirror=mirror, force=force):
-            print(f"downloaded {info.path}  sha256={info.sha256}  records={info.records}", file=sys.stderr)
-    else:
-        ddir = resolve_data_dir(data_dir)
-    rows = dataset_status(ddir)
-    cols = list(rows[0]) if rows else []
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+app.command("data")(data_cmd)
 
 
 @app.command("eval")
@@ -117,10 +103,14 @@ def eval_cmd(
                           "Default: the model preset's dtype.")] = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    apply_chat_template: ChatTemplateOpt = None, system_instruction: SystemInstructionOpt = None,
+    fewshot_as_multiturn: MultiturnOpt = None, model_args: ModelArgsOpt = None, revision: RevisionOpt = None,
     use_fast: Annotated[Optional[bool], typer.Option("--use-fast/--no-use-fast", help="Tokenizer choice; "
                                                      "--no-use-fast gives true sentencepiece ids.")] = None,
     trust_remote_code: Annotated[Optional[bool], typer.Option(
-        "--trust-remote-code/--no-trust-remote-code", help="Default: the model preset's.")] = None,
+        "--trust-remote-code/--no-trust-remote-code", "--trust_remote_code", help="Default: the model preset's.")]
+    = None,
     data_dir: DataDirOpt = None,
     output_dir: OutputDirOpt = Path("results"),
     run_name: Annotated[Optional[str], typer.Option(
@@ -144,6 +134,7 @@ def eval_cmd(
     suite: Annotated[Optional[str], typer.Option(
         "--suite", help="ja_leaderboard: run lm-eval's own japanese_leaderboard tasks (EleutherAI prompts and "
                         "metrics, 0-1 scale) through lm_eval.simple_evaluate on the same local data files.")] = None,
+    wandb_args: WandbArgsOpt = None,
 ) -> None:
     """Evaluate a model on tasks; writes results/<run>/ and prints the card table and the averages.
 
@@ -156,10 +147,19 @@ def eval_cmd(
     from jbench.plan import merge_repeated
 
     task_list = merge_repeated(tasks)
+    if wandb_args is not None:  # wandb missing or a bad key: exit 2 before any model time
+        from jbench.wandb_log import parse_wandb_args
+
+        wandb_init = parse_wandb_args(wandb_args)
     if suite is not None:
         ignored = [flag for flag, given in (("--resume", resume is not None), ("--dry-run", dry_run),
                                             ("--no-cache", not cache), ("--wait", wait),
-                                            ("--num-fewshot", num_fewshot is not None)) if given]
+                                            ("--num-fewshot", num_fewshot is not None),
+                                            ("--backend", backend not in (None, "hf")),
+                                            ("--wandb-args", wandb_args is not None),
+                                            ("--apply-chat-template",
+                                             {apply_chat_template, system_instruction, fewshot_as_multiturn} != {None}))
+                   if given]
         if ignored:
             raise TaskError(f"{', '.join(ignored)} cannot apply to --suite {suite} (lm-eval runs the suite in one "
                             "go, each task with its own shots)", where=f"--suite {suite}",
@@ -169,15 +169,19 @@ def eval_cmd(
         print(suite_tables(api.evaluate_suite(
             suite, model, tasks=task_list, limit=limit, prompt_version=prompt_version, variant=variant,
             batch_size=batch_size, device=device, use_fast=use_fast, trust_remote_code=trust_remote_code,
-            data_dir=data_dir, output_dir=output_dir, run_name=run_name, allow_data_mismatch=allow_data_mismatch)))
+            data_dir=data_dir, output_dir=output_dir, run_name=run_name, allow_data_mismatch=allow_data_mismatch,
+            model_args=model_args, revision=revision)))
         return
     if resume is not None:
         given = {"--model": model, "--tasks": task_list, "--num-fewshot": num_fewshot,
                  "--prompt-version": prompt_version, "--limit": limit, "--variant": variant,
-                 "--batch-size": batch_size, "--device": device, "--use-fast/--no-use-fast": use_fast,
+                 "--batch-size": batch_size, "--device": device, "--backend": backend, "--model-args": model_args,
+                 "--revision": revision,
+                 "--use-fast/--no-use-fast": use_fast,
                  "--trust-remote-code": trust_remote_code, "--data-dir": data_dir, "--run-name": run_name,
                  "--allow-data-mismatch": allow_data_mismatch or None, "--dry-run": dry_run or None,
-                 "--no-cache": None if cache else True}
+                 "--no-cache": None if cache else True, "--apply-chat-template": apply_chat_template,
+                 "--system-instruction": system_instruction, "--fewshot-as-multiturn": fewshot_as_multiturn}
         clash = [k for k, v in given.items() if v is not None]
         if clash:
             raise TaskError(f"--resume redoes the stored run exactly, so {', '.join(clash)} cannot apply",
@@ -188,7 +192,9 @@ def eval_cmd(
         options = dict(tasks=task_list, num_fewshot=num_fewshot, limit=limit, prompt_version=prompt_version,
                        variant=variant, batch_size=batch_size, device=device, use_fast=use_fast,
                        trust_remote_code=trust_remote_code, data_dir=data_dir, output_dir=output_dir,
-                       run_name=run_name, allow_data_mismatch=allow_data_mismatch)
+                       run_name=run_name, allow_data_mismatch=allow_data_mismatch, backend=backend,
+                       apply_chat_template=apply_chat_template, system_instruction=system_instruction,
+                       fewshot_as_multiturn=fewshot_as_multiturn, model_args=model_args, revision=revision)
         if dry_run:
             print(json.dumps(api.dry_run(model, **options), indent=2, ensure_ascii=False))  # type: ignore[arg-type]
             return
@@ -197,6 +203,10 @@ def eval_cmd(
 
     print(run_tables(record.to_json()))
     print(f"run stored in {record.path}", file=sys.stderr)
+    if wandb_args is not None:
+        from jbench.wandb_log import log_run
+
+        print(f"logged to W&B: {log_run(record, wandb_init)}", file=sys.stderr)
 
 
 @app.command("presets")
@@ -250,17 +260,16 @@ def check_cmd(
     """Compare a run with a baseline. Exit 0 pass, 1 a number regressed (NaN/inf included), 2 cannot compare or
     bad input (one message says which file and field)."""
     from jbench.baseline import check_run
+    from jbench.results import write_report
 
+    if baseline.startswith("published:"):  # the reproduction verdict against a published source (issue 17)
+        from jbench.cli_published import check_published
+        raise typer.Exit(check_published(run, baseline, report, mode=mode))
     rep = check_run(run, baseline, mode=mode, k=k, confidence=confidence, rtol=rtol,  # type: ignore[arg-type]
                     baselines_dir=baselines_dir, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
     text = rep.to_markdown()
     if report is not None:
-        try:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(text + "\n", encoding="utf-8")
-        except OSError as err:
-            raise JBenchError(f"cannot write the report: {err.strerror or err}", where=str(report),
-                              fix="pass a writable --report path") from err
+        write_report(report, text)
     print(text)
     raise typer.Exit(rep.exit_code)
 
@@ -280,10 +289,13 @@ def compare_cmd(
     limit: LimitOpt = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    original: OriginalOpt = None, model_args: ModelArgsOpt = None, revision: RevisionOpt = None,
     data_dir: DataDirOpt = None,
     output_dir: OutputDirOpt = Path("results"),
     report_dir: Annotated[Optional[Path], typer.Option(
-        "--report-dir", help="Default: <output-dir>/compare/<model>.")] = None,
+        "--report-dir", help="Default: <output-dir>/compare/<model>[-<original>] (plus the run names' "
+                             "-rev-/-ma tags).")] = None,
     margin: Annotated[float, typer.Option("--margin", help="Equivalence margin in points (TOST).")] = 1.0,
     calibration: Annotated[Optional[Path], typer.Option(
         "--calibration", help="Calibration text file for gptq/awq (default: the task train splits).")] = None,
@@ -302,7 +314,8 @@ def compare_cmd(
     report = api.compare(model, variants=variants, quantized=quantized, tasks=tasks, num_fewshot=num_fewshot,
                          prompt_version=prompt_version, limit=limit, batch_size=batch_size, device=device,
                          data_dir=data_dir, output_dir=output_dir, report_dir=report_dir, margin=margin,
-                         calibration=calibration, progress=progress, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
+                         calibration=calibration, progress=progress, allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+                         backend=backend, original=original, model_args=model_args, revision=revision)
     print(report.to_markdown())
 
 
@@ -333,14 +346,11 @@ def quantize_cmd(
         print(p)
 
 
-@app.command("table")
-def table_cmd(runs: Annotated[list[str], typer.Argument(help="Run directories (or names under results/).")]) -> None:
-    """Print the card table and the 4-/6-task averages of stored runs."""
-    from jbench.report import run_tables
-    from jbench.results import load_run
-
-    for ref in runs:
-        print(run_tables(load_run(ref).data))
+# commands whose bodies live in modules of their own
+app.command("table")(table_cmd)
+app.command("published")(published_cmd)
+app.command("reproduce")(reproduce_cmd)
+app.command("sweep")(sweep_cmd)
 
 
 def main() -> None:

@@ -19,14 +19,33 @@ from jbench.records import RunRecord
 
 
 def model_size_bytes(scorer: object) -> int | None:
-    """Bytes the weights occupy: the loaded model's footprint (quantized size for on-the-fly variants), else the
-    size of the weights file the backend reports."""
+    """Bytes the weights occupy in memory (results.json ``resources.size_bytes``): the loaded model's parameters and
+    buffers (quantized size for on-the-fly variants), else the size of the weights file the backend reports."""
     size = getattr(scorer, "model_size_bytes", None)
     if isinstance(size, int):
         return size
     model = getattr(scorer, "model", None)
+    if hasattr(model, "parameters") and hasattr(model, "buffers"):
+        return weights_memory_bytes(model)
     footprint = getattr(model, "get_memory_footprint", None)
     return int(footprint()) if callable(footprint) else None
+
+
+def weights_memory_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers, as stored.
+
+    Why not ``get_memory_footprint()``: it multiplies each tensor's element count by its *logical* dtype's size,
+    and torchao's quantized weights are tensor subclasses whose logical dtype is the float one, so int8 showed the
+    fp32 size. A wrapper subclass is measured by the plain tensors it is made of (int8 data + scales)."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    def nbytes(t: Any) -> int:
+        if is_traceable_wrapper_subclass(t):
+            names, _ = t.__tensor_flatten__()
+            return sum(nbytes(getattr(t, name)) for name in names)
+        return int(t.nelement()) * int(t.element_size())
+
+    return sum(nbytes(t) for t in list(model.parameters()) + list(model.buffers()))
 
 
 def runtime_resources(scoring: Scorer) -> dict[str, Any]:
@@ -107,8 +126,11 @@ def _after_failure(run_dir: Path, created: bool) -> None:
 def _execute(plan: RunPlan, run_dir: Path | None, *, show_progress: bool, use_cache: bool,
              scorer: Scorer | None) -> RunRecord:
     from jbench.cache import CACHE_FILE, CachingScorer, RequestCache, model_identity
+    from jbench.model_files import checkpoint_disk_bytes
     from jbench.models.load import ModelSpec, load_scorer, loaded_record
+    from jbench.models.model_args import batch_record
     from jbench.results import write_run
+    from jbench.run_identity import cache_summary, resume_message
     from jbench.runner import RunSettings, TaskRun, run_tasks
     from jbench.tasks import resolve_task
 
@@ -126,18 +148,29 @@ def _execute(plan: RunPlan, run_dir: Path | None, *, show_progress: bool, use_ca
         record = loaded_record(scorer, spec)
     load_s = time.perf_counter() - t_load
     record["preset"] = plan.preset
+    if plan.chat is not None:  # after the load: the template is the tokenizer's; part of the cache key
+        from jbench.chat import ChatOptions, chat_prompt
+
+        settings.chat = chat_prompt(scorer.tokenizer, ChatOptions(**plan.chat), where=str(spec.model))
+        settings.tasks = [TaskRun(settings.chat.rename(t.task), t.num_fewshot) for t in settings.tasks]
+        record.update(settings.chat.record())
     # an in-memory model has no fingerprint: another model of the same class must never be served its answers
     cache = RequestCache(run_dir / CACHE_FILE) if use_cache and run_dir is not None and not in_memory else None
-    if cache is not None and (cached := cache.count()):
-        print(f"resuming {run_dir}: {cached} answers are already in its request cache", file=sys.stderr)
-    if record["batch_size"] == "auto" and scorer.stats().batch_sizing:
+    cached = cache.count() if cache is not None else 0
+    if cached and run_dir is not None:  # the true number reused is said at the end (cache_summary)
+        print(resume_message(run_dir, plan, cached), file=sys.stderr)
+    if spec.batch_size is None and scorer.stats().batch_sizing:
         record["batch_sizing"] = scorer.stats().batch_sizing
     try:
         scoring: Scorer = CachingScorer(scorer, cache, model_identity(record)) if cache else scorer
-        record["resources"] = {"load_s": round(load_s, 3), "size_bytes": model_size_bytes(scorer)}
+        record["resources"] = {"load_s": round(load_s, 3), "size_bytes": model_size_bytes(scorer),
+                               "disk_bytes": checkpoint_disk_bytes(record.get("model_path"), spec.revision)}
         out = run_tasks(scoring, settings, model_record=record, show_progress=show_progress, run_plan=asdict(plan),
                         resources=lambda: runtime_resources(scoring))
         out.config["scoring"] = scoring_path(scoring)
+        out.config["batch"] = batch_record(spec.batch_size, spec.max_batch_size, scorer)  # requested and effective
+        if cached and (summary := cache_summary(scoring.stats().extra)):
+            print(summary, file=sys.stderr)
     finally:
         if cache:
             cache.close()

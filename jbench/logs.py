@@ -172,6 +172,16 @@ def _adopt_hf_hub() -> None:
     logging.getLogger("huggingface_hub").propagate = True
 
 
+def _adopt_hf_hub_logging() -> None:
+    """huggingface_hub's own stderr handler, added when its (lazily imported) logging module runs, off: its records
+    (``'[Errno -2] ...' thrown while requesting HEAD``, ``Retrying in 8s [Retry 5/5]``) reach only ours, so log.txt,
+    and stderr only with --verbose."""
+    logger = logging.getLogger("huggingface_hub")
+    for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+
+
 def _adopt_llama_cpp() -> None:
     """llama.cpp's C log callback (llama-cpp-python prints it raw on stderr, and logs everything until a model is
     opened with verbose=False) -> the ``llama_cpp`` logger, one record per line."""
@@ -218,6 +228,7 @@ _IMPORT_HOOKS: dict[str, Callable[[], ContextManager[None]]] = {
     "torch": lambda: _after(_adopt_torch),
     "transformers.utils.logging": lambda: _after(_adopt_transformers),
     "huggingface_hub": lambda: _after(_adopt_hf_hub),
+    "huggingface_hub.utils.logging": lambda: _after(_adopt_hf_hub_logging),
     "gptqmodel": _quiet_import,
     "llama_cpp": lambda: _after(_adopt_llama_cpp),
 }

@@ -348,16 +348,27 @@ GATE_BOOTSTRAP_ITERS = 1000
 GATE_BOOTSTRAP_SEED = 1234
 
 
-def _macro_f1_rows(conf: np.ndarray) -> np.ndarray:
-    """Macro-F1 of each confusion matrix (r, k, k), over the labels seen in gold or prediction (sklearn's default).
+def _sklearn_on_counts(metric: str, conf: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``mcc`` / ``macro_f1`` of each confusion matrix (r, k, k; rows gold, columns prediction).
 
-    The mean is taken row by row over the present labels only, in label order, so that each value has the bits of
-    the same mean computed on its own (a masked 2-D mean would sum in another order)."""
-    c = conf.astype(np.float64)
-    tp, t, p = np.diagonal(c, axis1=1, axis2=2), c.sum(axis=2), c.sum(axis=1)
-    present = (t + p) > 0
-    f1 = np.divide(2 * tp, t + p, out=np.zeros_like(tp), where=present)
-    return np.array([float(row[mask].mean()) if mask.any() else 0.0 for row, mask in zip(f1, present)])
+    Each resample is passed to sklearn as its non-empty (gold, prediction) cells weighted by their counts: the
+    same confusion matrix, hence the same value as sklearn on the resampled rows, at the cost of k² rows instead of
+    n. Empty cells are left out so that macro-F1 averages over the labels present in the resample, as sklearn does
+    on the rows themselves."""
+    import sklearn.metrics
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    k = conf.shape[1]
+    cell_gold, cell_pred = np.divmod(np.arange(k * k), k)
+    out = np.empty(conf.shape[0], dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # value unchanged (0 per label)
+        for i, counts in enumerate(conf.reshape(conf.shape[0], k * k)):
+            nz = counts > 0
+            g, p, w = cell_gold[nz], cell_pred[nz], counts[nz]
+            out[i] = (sklearn.metrics.matthews_corrcoef(g, p, sample_weight=w) if metric == "mcc"
+                      else sklearn.metrics.f1_score(g, p, average="macro", sample_weight=w))
+    return out
 
 
 def gate_bootstrap_stderr(metric: str, rows: Sequence[dict[str, Any]], *, iters: int = GATE_BOOTSTRAP_ITERS,
@@ -365,8 +376,8 @@ def gate_bootstrap_stderr(metric: str, rows: Sequence[dict[str, Any]], *, iters:
     """Bootstrap stderr of ``mcc`` / ``macro_f1`` from (gold, prediction) rows, for results that carry no stderr.
 
     Deterministic (fixed seed) so that a check is reproducible. None when the metric or rows don't allow it (another
-    metric, fewer than 2 rows, or a gold / prediction that is not a non-negative int). Each resample's MCC is
-    :func:`_mcc_from_counts` (sklearn's formula on exact counts, shared with :func:`mcc_bootstrap_stderr`).
+    metric, fewer than 2 rows, or a gold / prediction that is not a non-negative int). Each resample's value is
+    scikit-learn's own (:func:`_sklearn_on_counts`), as for the run's metric itself.
     """
     if metric not in ("mcc", "macro_f1"):
         return None
@@ -379,11 +390,7 @@ def gate_bootstrap_stderr(metric: str, rows: Sequence[dict[str, Any]], *, iters:
     k = int(max(gold.max(), pred.max())) + 1
     idx = np.random.default_rng(seed).integers(0, n, size=(iters, n))
     conf = _confusions(gold * k + pred, idx, k)
-    if metric == "mcc":
-        values = _mcc_from_counts(n, np.trace(conf, axis1=1, axis2=2), conf.sum(axis=2), conf.sum(axis=1))
-    else:
-        values = _macro_f1_rows(conf)
-    return float(np.std(values, ddof=1))
+    return float(np.std(_sklearn_on_counts(metric, conf), ddof=1))
 
 
 def _sample_stddev_array(res: np.ndarray) -> float:

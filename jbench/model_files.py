@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "non_causal_kind", "read_json_object"]
+__all__ = ["TOKENIZER_FILES", "WEIGHT_SUFFIXES", "checkpoint_disk_bytes", "copy_tokenizer_files", "non_causal_kind",
+           "read_json_object"]
 
 #: tokenizer files copied from the original into every quantized output, so that both tokenize identically.
 TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.model", "sentencepiece.bpe.model", "spm.model",
@@ -69,3 +70,37 @@ def non_causal_kind(config: dict[str, Any]) -> str | None:
     if str(config.get("model_type") or "") in masked and not config.get("is_decoder"):
         return "an encoder (masked LM)"
     return None
+
+
+#: files that hold weights (what "size on disk" counts; configs and tokenizer files are noise beside them)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def checkpoint_disk_bytes(model_path: str | None, revision: str | None = None) -> int | None:
+    """The checkpoint's real size on disk: the sum of its weight files (a ``.gguf`` file: that file).
+
+    ``model_path`` is a local directory or file, or a Hub id already in the local Hugging Face cache (then the
+    cached snapshot is measured; nothing is downloaded). None when the weights cannot be found. An on-the-fly
+    variant (int8, bnb4, ...) loads the original's files, so it has the original's size on disk."""
+    if not model_path:
+        return None
+    path = Path(model_path)
+    if not path.exists():
+        path = _cached_snapshot(model_path, revision) or path
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return None
+    sizes = [f.stat().st_size for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES and f.is_file()]
+    return sum(sizes) if sizes else None
+
+
+def _cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The local snapshot directory of a Hub model in the Hugging Face cache, or None (no download)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - not a valid repo id, no cache: the size is simply unknown
+        return None
+    return Path(found).parent if isinstance(found, str) else None

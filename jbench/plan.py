@@ -30,6 +30,7 @@ class RunPlan:
     limit: int | float | None = None
     allow_data_mismatch: bool = False
     preset: dict[str, Any] | None = None
+    chat: dict[str, Any] | None = None  # jbench.chat.ChatOptions as a dict; None: the reference prompts as text
 
     def save(self, run_dir: Path) -> None:
         write_json(run_dir / PLAN_FILE, asdict(self))
@@ -129,11 +130,12 @@ def default_data_dir(explicit: Path | None, tiny: bool) -> Path:
 
 def run_dir_for(output_dir: Path, run_name: str | None, plan: RunPlan) -> tuple[Path, list[JBenchError]]:
     """``<output-dir>/<run-name>``; a given name must be a plain name (never a path out of the store)."""
-    from jbench.models.load import ModelSpec
     from jbench.results import check_plain_name
 
-    if run_name is None:
-        return output_dir / ModelSpec(**plan.model).slug(), []
+    if run_name is None:  # every setting that changes the numbers is in it (jbench.run_identity)
+        from jbench.run_identity import default_run_name
+
+        return output_dir / default_run_name(plan), []
     try:
         check_plain_name(run_name, "run name", "--run-name")
     except JBenchError as err:
@@ -142,9 +144,12 @@ def run_dir_for(output_dir: Path, run_name: str | None, plan: RunPlan) -> tuple[
 
 
 def resolve_plan(*, model: str | None, tasks: str | None, num_fewshot: str | None, prompt_version: str | None,
-                 limit: float | None, variant: str | None, batch_size: int | None, device: str | None,
+                 limit: float | None, variant: str | None, batch_size: int | str | None, device: str | None,
                  use_fast: bool | None, trust_remote_code: bool | None, data_dir: Path | None,
-                 allow_data_mismatch: bool) -> tuple[RunPlan, list[JBenchError]]:
+                 allow_data_mismatch: bool, backend: str | None = None, apply_chat_template: bool | None = None,
+                 system_instruction: str | None = None, fewshot_as_multiturn: bool | None = None,
+                 model_args: str | list[str] | dict[str, Any] | None = None, revision: str | None = None
+                 ) -> tuple[RunPlan, list[JBenchError]]:
     """Resolve tasks, shots, the model preset and the data dir into a RunPlan (shared by eval and compare).
 
     Returns the plan and the problems found while resolving it (unknown names, bad shots, flags that cannot
@@ -152,12 +157,21 @@ def resolve_plan(*, model: str | None, tasks: str | None, num_fewshot: str | Non
     (tokenizer flags, dtype, prompt version) is always printed, and every choice can be overridden. Tokenizer
     settings are resolved here, once, so every variant of a comparison inherits exactly the original's.
     """
+    from jbench.devices import default_variant_for, resolve_device
     from jbench.models.load import ModelSpec, TINY
     from jbench.presets import describe, resolve_preset
     from jbench.tasks import resolve_task
 
+    from jbench.models.model_args import model_from_args
+
+    model = model_from_args(model, model_args)  # lm-eval's --model_args pretrained=NAME names the model
     problems: list[JBenchError] = []
     preset = None
+    preset_chat = False  # the preset's choice of --apply-chat-template (chat models without a reference prompt)
+    requested_device = device
+    device, why = resolve_device(device)  # the plan holds the concrete device: cache keys and run names follow it
+    if requested_device != device:
+        print(f"device: {device} ({why})", file=sys.stderr)
     if model in (None, TINY):
         pv = prompt_version or FALLBACK_PROMPT_VERSION
         use_fast = False if use_fast is None else use_fast
@@ -165,11 +179,23 @@ def resolve_plan(*, model: str | None, tasks: str | None, num_fewshot: str | Non
               f"{' (sentencepiece)' if use_fast is False else ''}, {variant or 'fp32'}", file=sys.stderr)
     else:
         res = resolve_preset(model, overrides={"prompt_version": prompt_version, "use_fast": use_fast,
-                                               "trust_remote_code": trust_remote_code}, warn=False)
+                                               "trust_remote_code": trust_remote_code,
+                                               "chat_template": apply_chat_template}, warn=False)
         print(describe(res), file=sys.stderr)
         preset = res.to_record()
         pv, use_fast, trust_remote_code = res.prompt_version, res.use_fast, res.trust_remote_code
-        variant = variant or res.variant or ("auto" if res.effective_dtype == "auto" else None)
+        preset_chat = res.chat_template
+        if res.is_fallback and apply_chat_template is None:  # lm-eval warns likewise for chat-looking models
+            from jbench.chat import template_in_dir
+
+            if Path(model).is_dir() and template_in_dir(model):
+                print("note: this model's tokenizer has a chat template; --apply-chat-template renders the prompts "
+                      "through it (task names then end in +chat)", file=sys.stderr)
+        chosen, note = default_variant_for(device, res.variant or ("auto" if res.effective_dtype == "auto" else None),
+                                           has_preset=not res.is_fallback)
+        if variant is None and note:
+            print(note, file=sys.stderr)
+        variant = variant or chosen
     names = split_csv(tasks) or DEFAULT_SUITE
     if tasks is not None and not split_csv(tasks):
         problems.append(TaskError(f"--tasks names no task: {tasks!r}", where=f"--tasks {tasks}",
@@ -208,15 +234,25 @@ def resolve_plan(*, model: str | None, tasks: str | None, num_fewshot: str | Non
     if len(specs) != len(names):
         shots = shots if len(shots) == len(specs) else [t.default_shots for t in specs]
     shots = shots or [t.default_shots for t in specs]
-    spec = ModelSpec(model=model, variant=variant or "fp32", device=device or "cpu", batch_size=batch_size,
-                     use_fast=use_fast, trust_remote_code=bool(trust_remote_code))
+    from jbench.models.model_args import resolve_model_options
+
+    model_fields, more = resolve_model_options(model, model_args, revision, batch_size)  # --model-args, --revision
+    problems += more
+    spec = ModelSpec(model=model, variant=variant or "fp32", device=device, **model_fields,
+                     use_fast=use_fast, trust_remote_code=bool(trust_remote_code), backend=backend or "hf")
     try:
         ddir = str(default_data_dir(data_dir, spec.is_tiny))
     except JBenchError as err:
         problems.append(err)
         ddir = str(data_dir or "")
+    from jbench.chat import resolve_chat_options
+
+    chat, chat_problems = resolve_chat_options(apply_chat_template, system_instruction, fewshot_as_multiturn,
+                                               preset_default=preset_chat)
+    problems += chat_problems
     plan = RunPlan(model=asdict(spec), tasks=[t.name for t in specs], num_fewshot=shots, data_dir=ddir,
-                   limit=parse_limit(limit), allow_data_mismatch=allow_data_mismatch, preset=preset)
+                   limit=parse_limit(limit), allow_data_mismatch=allow_data_mismatch, preset=preset,
+                   chat=None if chat is None else asdict(chat))
     return plan, problems
 
 

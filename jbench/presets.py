@@ -36,9 +36,9 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 # jbench variants and torch spellings accepted wherever a dtype is given (CLI overrides, config.json).
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
 _VARIANT_OF_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-OVERRIDE_KEYS = ("prompt_version", "use_fast", "trust_remote_code", "dtype")
+OVERRIDE_KEYS = ("prompt_version", "use_fast", "trust_remote_code", "dtype", "chat_template")
 _PRESET_KEYS = {"name", "match", "tokenizer", "dtype", "prompt_version", "card_prompt_version", "why", "card",
-                "source", "notes", "fallback"}
+                "source", "notes", "fallback", "chat_template"}
 _TOKENIZER_KEYS = {"use_fast", "trust_remote_code", "add_special_tokens"}
 
 How = Literal["exact", "pattern", "fallback"]
@@ -72,6 +72,9 @@ class Preset:
     source: str | None = None
     notes: str | None = None
     fallback: bool = False
+    # run through the tokenizer's chat template (--apply-chat-template): for chat models that have no reference
+    # prompt version, so the prompt_version texts are wrapped in the model's own turns (task names get "+chat")
+    chat_template: bool = False
 
     @property
     def exact_ids(self) -> tuple[str, ...]:
@@ -102,6 +105,7 @@ class ResolvedPreset:
     add_special_tokens: bool
     dtype: str
     checkpoint_dtype: str | None = None   # torch_dtype from a local config.json, resolves dtype "auto"
+    chat_template: bool = False           # --apply-chat-template by default (see Preset.chat_template)
     overridden: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
@@ -131,7 +135,7 @@ class ResolvedPreset:
             "card_prompt_version": self.preset.card_prompt_version,
             "tokenizer": {"use_fast": self.use_fast, "trust_remote_code": self.trust_remote_code,
                           "add_special_tokens": self.add_special_tokens},
-            "dtype": self.dtype, "checkpoint_dtype": self.checkpoint_dtype,
+            "dtype": self.dtype, "checkpoint_dtype": self.checkpoint_dtype, "chat_template": self.chat_template,
             "overridden": {k: list(v) for k, v in self.overridden.items()},
             "why": self.preset.why, "card": self.preset.card,
         }
@@ -195,7 +199,15 @@ def _parse(raw: dict[str, Any], where: str) -> Preset:
         card=str(raw["card"]),
         card_prompt_version=None if raw.get("card_prompt_version") is None else str(raw["card_prompt_version"]),
         source=raw.get("source"), notes=raw.get("notes"), fallback=bool(raw.get("fallback", False)),
+        chat_template=_flag_value(raw.get("chat_template", False), "chat_template", raw["name"], where),
     )
+
+
+def _flag_value(value: Any, key: str, name: str, where: str) -> bool:
+    """A yes/no preset key; anything but a YAML boolean is refused (``"no"`` as a string would read as true)."""
+    if not isinstance(value, bool):
+        raise PresetError(f"preset {name!r}: {key} must be true or false, got {value!r}", where=where)
+    return value
 
 
 @lru_cache(maxsize=4)
@@ -328,6 +340,7 @@ def _apply_overrides(preset: Preset, overrides: dict[str, Any] | None
     values: dict[str, Any] = {
         "prompt_version": preset.prompt_version, "use_fast": preset.tokenizer.use_fast,
         "trust_remote_code": preset.tokenizer.trust_remote_code, "dtype": preset.dtype,
+        "chat_template": preset.chat_template,
     }
     changed: dict[str, tuple[Any, Any]] = {}
     unknown = set(overrides or {}) - set(OVERRIDE_KEYS)
@@ -370,7 +383,8 @@ def resolve_preset(model_id: str, *, overrides: dict[str, Any] | None = None, wa
         model_id=str(model_id), preset=preset, how=how, matched=matched, via=via, candidate=cand,
         prompt_version=values["prompt_version"], use_fast=values["use_fast"],
         trust_remote_code=values["trust_remote_code"], add_special_tokens=preset.tokenizer.add_special_tokens,
-        dtype=values["dtype"], checkpoint_dtype=ckpt_dtype, overridden=changed,
+        dtype=values["dtype"], checkpoint_dtype=ckpt_dtype, chat_template=values["chat_template"],
+        overridden=changed,
     )
     if res.is_fallback and warn:
         log.warning("%s", describe(res))
@@ -392,6 +406,8 @@ def _settings(res: ResolvedPreset) -> str:
         parts.append("trust_remote_code=True")
     dtype = res.dtype if res.dtype != "auto" or not res.checkpoint_dtype else f"auto ({res.checkpoint_dtype})"
     parts.append(f"dtype {dtype}")
+    if res.chat_template:
+        parts.append("chat template (task names get +chat)")
     return ", ".join(parts)
 
 
@@ -427,7 +443,8 @@ def presets_table(presets: list[Preset] | None = None) -> str:
             ids = ", ".join(p.exact_ids) or p.name
             n = len(p.patterns)
             model = f"[{ids}]({p.card})" + (f" + {n} pattern{'s' if n > 1 else ''} (repacks)" if n else "")
-        prompt = p.prompt_version + (f" (card: {p.card_prompt_version})" if p.card_prompt_version else "")
+        prompt = p.prompt_version + (f" (card: {p.card_prompt_version})" if p.card_prompt_version else "") + (
+            " + chat template" if p.chat_template else "")
         tok = f"use_fast={_flag(p.tokenizer.use_fast)}" + (", trust_remote_code" if p.tokenizer.trust_remote_code
                                                           else "")
         why = p.why + (f" ([source]({p.source}))" if p.source else "")

@@ -106,6 +106,9 @@ class RunRecord:
     format: str = RUN_FORMAT
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
     path: Path | None = None
+    #: task -> the source document of each row (aligned with ``rows``), for lm-eval's samples files (their ``doc``
+    #: field); kept in memory only, never in results.json
+    docs: dict[str, list[Any]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"results": self.results, "versions": self.versions, "config": self.config,
@@ -122,7 +125,7 @@ class RunRecord:
         """A stored results.json; a format newer than this jbench knows is refused (exit 2), and files from before
         the format key existed are read as they are."""
         check_run_format(data, where)
-        known = {f.name for f in fields(cls)} - {"rows", "path"}
+        known = {f.name for f in fields(cls)} - {"rows", "path", "docs"}
         return cls(**{k: v for k, v in data.items() if k in known}, rows=rows or {}, path=path)
 
 
@@ -139,3 +142,45 @@ def check_run_format(data: Any, where: str) -> None:
         raise StoreError(f"results.json has format {fmt!r}, which this jbench does not know "
                          f"(it reads {', '.join(KNOWN_RUN_FORMATS)} and unversioned older files)", where=where,
                          fix="upgrade jbench to the version that wrote this run, or rerun it with this one")
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def check_run_shape(data: Any, where: str, *, error: type[Exception] | None = None,
+                    fix: str = "rerun the run (`jbench eval --resume RUN` reuses its cached answers)") -> None:
+    """Raise one ``error`` (default StoreError, exit 2) naming the field when results.json does not have the shape
+    every reader relies on (``results`` an object of objects; ``versions``, ``config``, ``n_samples`` objects;
+    the config's ``tasks``/``num_fewshot``/``data`` lists or objects). Why here: :func:`jbench.results.load_run`
+    calls it, so ``table``, ``check``, ``published`` and the API never index into a hand-edited file's wrong
+    types (a TypeError traceback); ``check`` adds its own number checks on top."""
+    from jbench.errors import StoreError
+
+    err_cls = error or StoreError
+
+    def bad(field: str, want: str, got: Any) -> Exception:
+        shown = "" if isinstance(got, (dict, list, type(None))) else f" ({got!r})"
+        return err_cls(f"malformed results.json: field `{field}` should be {want}, got {_kind(got)}{shown}",
+                       where=where, fix=fix)
+
+    if not isinstance(data, dict):
+        raise bad("(top level)", "an object", data)
+    if not isinstance(data.get("results"), dict):
+        raise bad("results", "an object mapping task name -> metrics", data.get("results"))
+    for task, res in data["results"].items():
+        if not isinstance(res, dict):
+            raise bad(f"results.{task}", "an object mapping metric -> value", res)
+    for key in ("versions", "config", "n_samples"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, "an object", data[key])
+    cfg = data.get("config") or {}
+    for key, types, want in (("tasks", (list,), "a list"), ("num_fewshot", (list, dict), "a list or an object"),
+                             ("prompt_versions", (dict,), "an object"), ("data", (dict,), "an object"),
+                             ("metric_scale", (dict,), "an object"), ("environment", (dict,), "an object")):
+        if cfg.get(key) is not None and not isinstance(cfg[key], types):
+            raise bad(f"config.{key}", want, cfg[key])
+    for task, files in (cfg.get("data") or {}).items():
+        if files is not None and not isinstance(files, list):
+            raise bad(f"config.data.{task}", "a list of files", files)

@@ -1,17 +1,7 @@
 """Result tables and published-style averages.
 
-:func:`card_table` reproduces the reference ``evaluator.make_table`` output byte for byte. The reference renders
-with pytablewriter 1.2.1 ``MarkdownTableWriter``; that library is not a runtime dependency here, so
-:class:`_MarkdownTable` re-implements the part of its behaviour that these tables exercise:
-
-* every cell is typed like ``typepy`` does (``"0.3164"`` -> real number, ``"1.0000"`` -> *integer* 1, ``""`` ->
-  null string, ``1.0`` -> integer, ``"nan"`` -> NaN, ...), and a column gets a type from the mix of its cells;
-* real-number columns are re-formatted with ``max`` decimal places over the column, where a value's places come
-  from ``str(float(value))``: so a column holding only ``"0.5000"`` prints ``0.5``, and ``1.0`` prints ``1.0``
-  next to ``1.1`` but ``1`` alone;
-* width = max(3, header width, widest rendered cell) in East-Asian display cells (wide chars count 2);
-* headers are centred (Python ``^`` rule: the extra space goes right), numbers right-aligned, everything else
-  left-aligned, the separator row gets ``:`` on right-aligned columns; ``|`` inside cells becomes ``\\|``.
+:func:`card_table` reproduces the reference ``evaluator.make_table`` output byte for byte: it renders with
+pytablewriter's ``MarkdownTableWriter``, the library the reference itself uses.
 
 :func:`averages` follows ``scripts/compute_average_from_json.py``: per task ``acc*100`` if present, else
 ``exact_match``, else ``rouge2``; plain mean over the tasks of a group.
@@ -19,12 +9,8 @@ with pytablewriter 1.2.1 ``MarkdownTableWriter``; that library is not a runtime 
 
 from __future__ import annotations
 
-import math
-import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 __all__ = [
@@ -58,7 +44,8 @@ AVERAGE_GROUPS: dict[str, tuple[str, ...]] = {
 
 
 def card_table(results: Mapping[str, Mapping[str, Any]], versions: Mapping[str, Any],
-               marks: Mapping[str, str] | None = None) -> str:
+               marks: Mapping[str, str] | None = None,
+               value_marks: Mapping[tuple[str, str], str] | None = None) -> str:
     """The reference's markdown results table, byte-identical (ends with a newline, no blank line after).
 
     One row per metric in the task's dict order, skipping ``details`` and ``*_stderr`` keys; values as
@@ -75,10 +62,12 @@ def card_table(results: Mapping[str, Mapping[str, Any]], versions: Mapping[str, 
             if metric.endswith("_stderr") or metric == "details":
                 continue
             stderr = metrics.get(metric + "_stderr")
+            cell = "%.4f" % value + (f" {value_marks[(task, metric)]}" if (task, metric) in (value_marks or {})
+                                     else "")  # e.g. § = equals a published number (issue 17)
             if stderr is not None:
-                rows.append([name, version, metric, "%.4f" % value, "±", "%.4f" % stderr])
+                rows.append([name, version, metric, cell, "±", "%.4f" % stderr])
             else:
-                rows.append([name, version, metric, "%.4f" % value, "", ""])
+                rows.append([name, version, metric, cell, "", ""])
             name, version = "", ""
     return markdown_table(TABLE_HEADERS, rows)
 
@@ -90,259 +79,24 @@ def header_line(model: str, model_args: str, limit: Any, num_fewshot: Sequence[i
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Render like pytablewriter 1.2.1 ``MarkdownTableWriter(headers=..., value_matrix=...).dumps()``.
+    """``pytablewriter.MarkdownTableWriter(headers=..., value_matrix=...).dumps()``: the writer the reference's
+    ``make_table`` uses, so the card table is byte-identical by construction (tests/test_report.py pins the bytes
+    of pytablewriter 1.2.1 as regression goldens, so a release that renders differently is caught).
 
-    Cells may be str, int, float, bool or None (other types are rendered with ``str``). Rows are padded with
-    None / truncated to the header length, as the writer's "header aligned" matrix formatting does.
+    Cells may be str, int, float, bool or None. The writer types each cell as the reference does (``"1.0000"`` is
+    the integer 1, a column of ``"0.5000"`` prints ``0.5``), pads to East-Asian display width and escapes ``|``.
     """
-    return _MarkdownTable(list(headers), [list(r) for r in rows]).render()
+    from pytablewriter import MarkdownTableWriter
 
-
-# --------------------------------------------------------------------------------------------------------------
-# pytablewriter / dataproperty / typepy emulation
-# --------------------------------------------------------------------------------------------------------------
-
-# typecodes (bit values as in typepy, used for the column-type bitmap rules)
-_INTEGER, _REAL, _STRING, _NULL, _INF, _NAN, _BOOL = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 5, 1 << 6, 1 << 7
-_NUMBER_BITS = _INTEGER | _REAL | _INF | _NAN
-_FLOAT_BITS = _REAL | _INF | _NAN
-_RE_LINE_BREAK = re.compile(r"\r\n|\n")
-_RE_E = re.compile("[eE]")
-_RE_SCI_SHORT = re.compile(r"^-?\d+(?:\.\d*)?[eE][+\-]?\d{,2}$")  # real-number level 1 accepts <= 2 exp digits
-_RE_SCI_LONG = re.compile(r"^-?\d+(?:\.\d*)?[eE][+\-]?\d{3,}$")  # integer level 1 rejects >= 3 exp digits
-_RE_THOUSAND = re.compile(r"\d{1,3}(,\d{1,3})+")
-
-
-@dataclass
-class _Cell:
-    typecode: int
-    data: Any  # int for _INTEGER, Decimal for _REAL/_INF/_NAN, str for _STRING/_NULL, bool for _BOOL
-
-    def decimal_places(self) -> int | None:
-        """dataproperty's ``get_decimal_places`` (0 for integers; digits after '.' of ``str(abs(float(x)))``)."""
-        if self.typecode == _INTEGER:
-            return 0
-        if self.typecode != _REAL:
-            return None
-        text = str(abs(float(self.data)))
-        if "." in text:
-            return min(len(text.split(".")[1]), 99)
-        m = re.search(r"[\d\.]+[eE]\-\d+", text)
-        if m:
-            return min(int(re.split(r"[eE]\-", text)[1]), 99)
-        return 0
-
-
-def _preprocess(value: Any) -> Any:
-    """The writer's string preprocessing: tabs -> 2 spaces, line breaks -> ' ', dequote a "..." / '...' pair."""
-    if not isinstance(value, str):
-        return value
-    s = _RE_LINE_BREAK.sub(" ", value.replace("\t", "  "))
-    if s and s[0] == s[-1] and s[0] in "'\"" and s.count(s[0]) == 2:
-        s = s[1:-1]
-    return s
-
-
-def _to_decimal(value: Any) -> Decimal | None:
-    try:
-        return Decimal(value)
-    except (InvalidOperation, ValueError, TypeError):
-        return None
-
-
-def _is_inf(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        return Decimal(value).is_infinite()
-    except OverflowError:
-        return True
-    except (InvalidOperation, ValueError, TypeError):
-        return False
-
-
-def _is_nan(value: Any) -> bool:
-    if isinstance(value, str):
-        return False
-    try:
-        return math.isnan(value)
-    except (TypeError, OverflowError, ValueError):
-        return False
-
-
-def _real_l1(value: Any) -> Decimal | None:
-    """typepy ``RealNumber(strict_level=1)``: finite, non-integral floats / number strings."""
-    if isinstance(value, bool) or isinstance(value, int) or _is_nan(value) or _is_inf(value):
-        return None
-    if isinstance(value, str) and _RE_E.search(value) and not _RE_SCI_SHORT.search(value):
-        return None
-    if isinstance(value, float):
-        return Decimal(str(value)) if not value.is_integer() else None
-    conv = _to_decimal(value)
-    if conv is None:
-        return None
-    try:
-        return None if float(conv).is_integer() else conv  # float() of a huge value is inf: "real" in typepy
-    except ValueError:  # signalling NaN
-        return None
-
-
-def _integer_l1(value: Any) -> int | None:
-    """typepy ``Integer(strict_level=1)``: ints, integral floats, integral number strings ('1.0000' -> 1)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return None
-        return int(value) if value.is_integer() else None
-    if not isinstance(value, str):
-        return None
-    if _is_inf(value) or _real_l1(value) is not None or _RE_SCI_LONG.search(value):
-        return None
-    s = value.replace(",", "") if _RE_THOUSAND.search(value) else value
-    d = _to_decimal(s)
-    if d is None or not d.is_finite():
-        return None
-    return int(d)
-
-
-def _classify(raw: Any, string_hint: bool) -> _Cell:
-    """Type one cell as dataproperty's extractor does for pytablewriter (its strict-level map and type order)."""
-    # a column whose most common type so far is "string" keeps non-blank strings as strings
-    if string_hint and isinstance(raw, str) and raw.strip():
-        s = _preprocess(raw)
-        if s.strip():
-            return _Cell(_STRING, s)
-    if raw is None or (isinstance(raw, str) and raw == ""):
-        return _Cell(_NULL, "")
-    if isinstance(raw, bool):
-        return _Cell(_BOOL, raw)
-    v = _preprocess(raw)
-    i = _integer_l1(v)
-    if i is not None:
-        return _Cell(_INTEGER, i)
-    if _is_inf(v):
-        return _Cell(_INF, Decimal("Infinity"))  # the writer maps every infinity to +inf
-    if _is_nan(v) or (isinstance(v, str) and (d := _to_decimal(v)) is not None and d.is_nan()):
-        return _Cell(_NAN, Decimal("NaN"))
-    r = _real_l1(v)
-    if r is not None:
-        return _Cell(_REAL, r)
-    if isinstance(v, str):
-        if v.casefold() in ("true", "false"):
-            return _Cell(_BOOL, v.casefold() == "true")
-        if not v.strip():
-            return _Cell(_NULL, v)
-        return _Cell(_STRING, v)
-    return _Cell(_STRING, str(v))
-
-
-def _column_typecode(bitmap: int) -> int:
-    """dataproperty ``ColumnDataProperty.__get_typecode_from_bitmap``."""
-
-    def mixed(bits: int) -> bool:
-        return bool(bitmap & bits and bitmap & ~bits)
-
-    if not mixed(_NUMBER_BITS | _NULL) and (
-        bin(bitmap & (_FLOAT_BITS | _NULL)).count("1") >= 2 or bin(bitmap & _NUMBER_BITS).count("1") >= 2
-    ):
-        return _REAL
-    if mixed(_BOOL):
-        return _STRING
-    for code in (_STRING, _REAL, _INTEGER, _BOOL, _INF, _NAN, _NULL):
-        if bitmap & code:
-            return code
-    return _STRING
+    writer = MarkdownTableWriter()
+    writer.headers = list(headers)
+    writer.value_matrix = [list(r) for r in rows]
+    return writer.dumps()
 
 
 def _display_width(s: str) -> int:
-    """East-Asian display width with ambiguous characters counted as 1 (pytablewriter's default)."""
+    """East-Asian display width (wide and full-width characters count 2), as markdown viewers align them."""
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
-
-
-class _MarkdownTable:
-    _MIN_WIDTH = 3
-
-    def __init__(self, headers: list[str], rows: list[list[Any]]) -> None:
-        self.headers = [_preprocess(h.strip('"')) if isinstance(h, str) else str(h) for h in headers]
-        ncol = len(headers)
-        self.rows = [(r + [None] * ncol)[:ncol] for r in rows]
-        self.ncol = ncol
-
-    def _type_column(self, values: list[Any]) -> list[_Cell]:
-        cells: list[_Cell] = []
-        counts: dict[int, int] = {}
-        for v in values:
-            most_common = max(counts, key=lambda k: counts[k]) if counts else None  # first wins ties
-            cell = _classify(v, string_hint=most_common == _STRING)
-            counts[cell.typecode] = counts.get(cell.typecode, 0) + 1
-            cells.append(cell)
-        return cells
-
-    @staticmethod
-    def _render(cell: _Cell, col_type: int, places: int | None) -> str:
-        """``ColumnDataProperty.dp_to_str``: strings verbatim, numbers in the column's format."""
-        if cell.typecode == _STRING:
-            return cell.data
-        real_fmt = "{:f}" if places is None else "{:.%df}" % places
-        fmts = {_INTEGER: "{:d}", _REAL: real_fmt, _INF: real_fmt, _NAN: real_fmt, _BOOL: "{}"}
-        data = cell.data
-        if col_type != cell.typecode and col_type not in (_STRING, _BOOL):
-            # convert to the column type; on failure the cell keeps its own format
-            if col_type == _REAL and cell.typecode == _INTEGER:
-                data = Decimal(data)
-            elif col_type == _INTEGER and cell.typecode == _REAL:
-                data = int(data)
-            else:
-                return fmts.get(cell.typecode, "{:s}").format(data)
-        fmt = fmts.get(cell.typecode if col_type == _STRING else col_type, "{:s}")
-        try:
-            return fmt.format(data)
-        except (ValueError, TypeError):
-            return str(data)
-
-    def render(self) -> str:
-        columns = [self._type_column([r[c] for r in self.rows]) for c in range(self.ncol)]
-        texts: list[list[str]] = []
-        aligns_col: list[str] = []
-        widths: list[int] = []
-        col_types: list[int] = []
-        for c, cells in enumerate(columns):
-            bitmap = 0
-            for cell in cells:
-                bitmap |= cell.typecode
-            col_type = _column_typecode(bitmap)
-            dps = [d for cell in cells if (d := cell.decimal_places()) is not None]
-            places = min(100, max(dps)) if dps else None
-            rendered = [self._render(cell, col_type, places) for cell in cells]
-            width = max([self._MIN_WIDTH, _display_width(self.headers[c])] + [_display_width(t) for t in rendered])
-            texts.append(rendered)
-            widths.append(width)
-            col_types.append(col_type)
-            aligns_col.append(">" if col_type in (_INTEGER, _REAL) else "<")
-
-        def pad(text: str, align: str, width: int, is_str: bool) -> str:
-            # the writer pads by code points, subtracting the wide-character surplus for strings only
-            w = max(width - (_display_width(text) - len(text)), 0) if is_str else width
-            return ("{:%s%ds}" % (align, w) if w > 0 else "{:%ss}" % align).format(text).replace("|", r"\|")
-
-        lines = ["|" + "|".join(pad(h, "^", widths[c], bool(h)) for c, h in enumerate(self.headers)) + "|"]
-        lines.append(
-            "|" + "|".join(("-" * (w - 1) + ":") if a == ">" else "-" * w for w, a in zip(widths, aligns_col)) + "|"
-        )
-        for r in range(len(self.rows)):
-            items = []
-            for c in range(self.ncol):
-                cell = columns[c][r]
-                if col_types[c] == _STRING and cell.typecode in (_INTEGER, _REAL):
-                    align = ">"
-                else:
-                    align = aligns_col[c]
-                items.append(pad(texts[c][r], align, widths[c], cell.typecode == _STRING))
-            lines.append("|" + "|".join(items) + "|")
-        return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -496,6 +250,20 @@ def _simple_markdown(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), sep] + [line(r) for r in rows]) + "\n"
 
 
+def _published_marks(record: Mapping[str, Any], marks: Mapping[str, str]) -> tuple[dict[tuple[str, str], str],
+                                                                                   str]:
+    """``§`` on every value that equals, to 4 decimals, a published number of the same model, task and metric
+    (``jbench published``), and its footnote naming the source. Never on made-up or mismatched data."""
+    from jbench.published.registry import EXACT_MARK, EXACT_MARK_TEXT, exact_matches, model_of_run
+
+    found = exact_matches(model_of_run(record.get("config", {})), record.get("results", {}))
+    found = {k: v for k, v in found.items() if not marks.get(k[0])}
+    if not found:
+        return {}, ""
+    where = "; ".join(f"{t} {m}: {src}" for (t, m), src in found.items())
+    return {k: EXACT_MARK for k in found}, f"{EXACT_MARK} {EXACT_MARK_TEXT} ({where})\n"
+
+
 def run_tables(record: Mapping[str, Any]) -> str:
     """What ``jbench eval`` and ``jbench table`` print for one run (a results.json): the header line, the card
     table with its data marks and truncation notes, and the averages."""
@@ -503,6 +271,8 @@ def run_tables(record: Mapping[str, Any]) -> str:
     marks = data_marks(cfg.get("data"))
     header = header_line("hf-causal", cfg.get("model_args", ""), cfg.get("limit"), cfg.get("num_fewshot", []),
                          cfg.get("batch_size"))
-    card = (card_table(record.get("results", {}), record.get("versions", {}), marks)
-            + truncation_footer(record.get("truncated"), cfg.get("max_length")) + marks_footer(marks))
+    published, published_note = _published_marks(record, marks)
+    card = (card_table(record.get("results", {}), record.get("versions", {}), marks, published)
+            + truncation_footer(record.get("truncated"), cfg.get("max_length")) + marks_footer(marks)
+            + published_note)
     return f"{header}\n{card}\n{averages_table(record.get('results', {}), marks) + marks_footer(marks)}"

@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from jbench.errors import TaskError
 from jbench.prompts import RenderedDoc, fewshot_context, render_doc
 from jbench.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from jbench.chat import ChatPrompt
 
 SHUFFLE_SEED = 42
 # DYNAMIC_MAX_LENGTH="false" makes the reference use a fixed cap instead of the longest gold answer.
@@ -127,11 +130,14 @@ def build_instances(
     limit: int | float | None = None,
     encode: Encode | None = None,
     max_length: int | None = None,
+    chat: "ChatPrompt | None" = None,
 ) -> list[Instance]:
     """All requests of one task, in shuffled order, exactly as the reference builds them.
 
     ``encode`` (the model tokenizer, no special tokens) is needed for generation caps and for the
     shrink-until-it-fits loop of ``fewshot_fit`` tasks (JAQKET v2 0.2, which also needs ``max_length``).
+    ``chat`` renders each context through the model's chat template (:mod:`jbench.chat`); the documents and shots
+    drawn are the same as without it.
     """
     if num_fewshot < 0:
         raise TaskError(f"num_fewshot must be >= 0 for {task.name}, got {num_fewshot}")
@@ -149,13 +155,13 @@ def build_instances(
     out: list[Instance] = []
     for pos, native in enumerate(order[: apply_limit(len(order), limit)]):
         doc = render_doc(task, validation[native], native)
-        inst = _instance(task, pos, native, doc, rnd, shots_src, num_fewshot, encode, max_length)
+        inst = _instance(task, pos, native, doc, rnd, shots_src, num_fewshot, encode, max_length, chat)
         out.append(inst)
     return out
 
 
 def _instance(task: TaskSpec, pos: int, native: int, doc: RenderedDoc, rnd: random.Random, train: _Train,
-              k: int, encode: Encode | None, max_length: int | None) -> Instance:
+              k: int, encode: Encode | None, max_length: int | None, chat: "ChatPrompt | None") -> Instance:
     inst = Instance(task=task.name, doc_index=pos, native_index=native, doc_id=doc.doc_id, context="", shot_ids=[])
     if task.is_generation:
         inst.golds, inst.until = doc.golds, task.until
@@ -168,7 +174,11 @@ def _instance(task: TaskSpec, pos: int, native: int, doc: RenderedDoc, rnd: rand
     n = k
     while True:
         shots = train.draw(rnd, n)
-        inst.context = fewshot_context(task, doc.text, shots)
+        if chat is None:
+            inst.context = fewshot_context(task, doc.text, shots)
+        else:
+            inst.context, chat_notes = chat.context(task, doc.text, shots)
+            inst.notes = [n for n in inst.notes if n not in chat_notes] + chat_notes
         inst.shot_ids = [s.doc_id for s in shots]
         if not task.fewshot_fit:
             break

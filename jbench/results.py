@@ -1,4 +1,5 @@
-"""The run store: ``results/<run>/results.json`` plus one ``samples_<task>.jsonl`` per task.
+"""The run store: ``results/<run>/results.json`` plus one ``samples_<task>.jsonl`` per task, and the same run in
+lm-eval 0.4's layout under ``results/<run>/lm-eval/`` (see :mod:`jbench.lmeval_layout`).
 
 Every file is written to a temporary sibling, fsynced and renamed over the target, so a crash (or a full disk)
 never leaves a half-written file where a finished one is expected. Loading a run back is one call.
@@ -91,6 +92,16 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic_write(path, [json.dumps(obj, indent=2, ensure_ascii=False), "\n"])
 
 
+def write_report(path: Path, text: str) -> None:
+    """Write a ``--report`` file (atomically: never half a report); an unwritable path is the user's to fix."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, [text + "\n"])
+    except OSError as err:
+        raise JBenchError(f"cannot write the report: {err.strerror or err}", where=str(path),
+                          fix="pass a writable --report path") from err
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     _atomic_write(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
@@ -122,10 +133,26 @@ class StagedRun:
     def write_samples(self, task: str, rows: Iterable[dict[str, Any]]) -> None:
         write_jsonl(samples_path(self.stage, task), rows)
 
+    def write_tree(self, name: str, files: dict[str, Any]) -> None:
+        """A staged subdirectory ``name`` of whole files (file name -> JSON object, or a list of rows for a
+        ``.jsonl``), e.g. the lm-eval layout; :meth:`publish` swaps it in with the rest."""
+        for fname, content in files.items():
+            target = self.stage / name / fname
+            if fname.endswith(".jsonl"):
+                write_jsonl(target, content)
+            else:
+                write_json(target, content)
+
     def publish(self, record: dict[str, Any]) -> None:
         """Replace the previous results with the new ones: results.json goes first (so a crash in between leaves
-        an unfinished run, never a mixed one), then the samples, then the new results.json."""
+        an unfinished run, never a mixed one), then the samples and staged subdirectories, then the new
+        results.json."""
+        import shutil
+
         (self.run_dir / RESULTS_FILE).unlink(missing_ok=True)
+        for tree in [p for p in self.stage.iterdir() if p.is_dir()]:
+            shutil.rmtree(self.run_dir / tree.name, ignore_errors=True)
+            os.replace(tree, self.run_dir / tree.name)
         new = {p.name for p in self.stage.glob("samples_*.jsonl")}
         for old in self.run_dir.glob("samples_*.jsonl"):
             if old.name not in new:
@@ -272,8 +299,9 @@ def resolve_run_dir(ref: str | os.PathLike[str], results_dir: Path) -> Path:
 
 
 def load_run(ref: str | os.PathLike[str]) -> Run:
-    """A stored run; a results.json that is not JSON, not an object, or of a newer format is a StoreError (exit 2)."""
-    from jbench.records import check_run_format
+    """A stored run; a results.json that is not JSON, not an object, of a newer format, or with a field of the wrong
+    type (``{"results": 5}``) is a StoreError (exit 2) naming the field."""
+    from jbench.records import check_run_format, check_run_shape
 
     path = resolve_run(ref)
     try:
@@ -283,19 +311,24 @@ def load_run(ref: str | os.PathLike[str]) -> Run:
                          fix="the run did not finish writing or the file was edited: rerun it (`jbench eval "
                              "--resume RUN` reuses its cached answers)") from err
     check_run_format(data, str(path / RESULTS_FILE))
+    check_run_shape(data, str(path / RESULTS_FILE))
     return Run(path, data)
 
 
 def write_run(run_dir: Path, record: "RunRecord") -> None:
-    """The one writer of a run directory (runner and lm-eval suite alike): every task's samples file and
-    results.json, replacing the previous run's files only once all of them are written (see :class:`StagedRun`)."""
+    """The one writer of a run directory (runner and lm-eval suite alike): every task's samples file, the same
+    run in lm-eval 0.4's layout (``lm-eval/``) and results.json, replacing the previous run's files only once all of them are written (see :class:`StagedRun`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for tmp in run_dir.glob(".*.tmp"):  # temp files of atomic writes a killed run left behind
         tmp.unlink(missing_ok=True)
+    from jbench.lmeval_layout import LMEVAL_DIR, build_layout
+
     staged = StagedRun(run_dir)
     try:
         for task, rows in record.rows.items():
             staged.write_samples(task, rows)
+        layout = build_layout(record)  # lm-eval 0.4's files, in <run>/lm-eval/ (see jbench.lmeval_layout)
+        staged.write_tree(LMEVAL_DIR, {layout.results_name: layout.results, **layout.samples})
     except BaseException:
         staged.discard()
         raise

@@ -60,6 +60,7 @@ class RunSettings:
     data_dir: Path
     limit: int | float | None = None
     allow_data_mismatch: bool = False
+    chat: Any = None  # a jbench.chat.ChatPrompt: contexts rendered through the model's chat template
     seeds: dict[str, int] = field(default_factory=lambda: {"shuffle": 42, "python": 1234, "numpy": 1234})
 
 
@@ -108,15 +109,18 @@ def _count_truncated(scorer: Scorer, insts: list[Instance]) -> int:
 
 
 def score_task(scorer: Scorer, task: TaskSpec, insts: list[Instance],
-               tick: Callable[[int], None] = lambda n: None, chunk_size: int | None = None) -> list[dict[str, Any]]:
-    """Score every instance, in chunks of documents so progress and memory stay smooth."""
+               tick: Callable[[int], None] = lambda n: None, chunk_size: int | None = None,
+               cut: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """Score every instance, in chunks of documents so progress and memory stay smooth (``cut``: applied to each
+    generated answer, e.g. the chat path's cut at EOS)."""
     rows: list[dict[str, Any]] = []
     size = chunk_size or chunk_docs()
     for start in range(0, len(insts), size):
         chunk = insts[start: start + size]
         if task.is_generation:
             reqs = [GenerationRequest(i.context, i.until or "\n", int(i.max_gen_tokens or 0)) for i in chunk]
-            rows += _gen_rows(chunk, scorer.generate(reqs))
+            outs = scorer.generate(reqs)
+            rows += _gen_rows(chunk, [cut(o) for o in outs] if cut else outs)
         else:
             reqs2 = [LoglikelihoodRequest(i.context, c) for i in chunk for c in (i.continuations or [])]
             rows += _mc_rows(chunk, scorer.loglikelihood(reqs2), task.strict)
@@ -145,6 +149,7 @@ def run_tasks(scorer: Scorer, settings: RunSettings, *, model_record: dict[str, 
     versions: dict[str, float] = {}
     n_samples: dict[str, int] = {}
     rows_of: dict[str, list[dict[str, Any]]] = {}
+    docs_of: dict[str, list[Any]] = {}  # each row's source document, for the lm-eval samples files
     data: dict[str, Any] = {}
     timings: dict[str, float] = {}
     truncated: dict[str, int] = {}
@@ -157,18 +162,22 @@ def run_tasks(scorer: Scorer, settings: RunSettings, *, model_record: dict[str, 
         train = (load_split(task.dataset, "train", settings.data_dir, allow_mismatch=settings.allow_data_mismatch)
                  if tr.num_fewshot > 0 else None)
         insts = build_instances(task, val.docs, train.docs if train else None, tr.num_fewshot,
-                                limit=settings.limit, encode=scorer.tokenizer.encode, max_length=scorer.max_length)
+                                limit=settings.limit, encode=scorer.tokenizer.encode, max_length=scorer.max_length,
+                                chat=settings.chat)
         if any(inst.context == "" for inst in insts):
             encode_context(scorer.tokenizer, "")  # an empty context needs EOS: fail now, not after other tasks
         data[task.name] = [asdict(f) for f in val.files + (train.files if train else [])]
         notes += [f"{task.name}: {n}" for n in val.notes + (train.notes if train else [])]
+        notes += [f"{task.name}: {n}" for n in (settings.chat.run_notes(insts) if settings.chat is not None else [])]
         prepared.append((tr, insts))
+        docs_of[task.name] = [val.docs[i.native_index] for i in insts]
     with TaskProgress(enabled=show_progress) as progress:
         for tr, insts in prepared:
             task = tr.task
             t0 = time.perf_counter()
             tick = progress.task(task.name, len(insts))
-            rows = score_task(scorer, task, insts, tick, chunk_size=chunk)
+            rows = score_task(scorer, task, insts, tick, chunk_size=chunk,
+                              cut=settings.chat.cut if settings.chat is not None else None)
             rows_of[task.name] = rows
             results[task.name] = task_metrics(task, rows)
             versions[task.name] = task.version_number
@@ -199,4 +208,4 @@ def run_tasks(scorer: Scorer, settings: RunSettings, *, model_record: dict[str, 
     }
     return RunRecord(results=results, versions=versions, config=config, n_samples=n_samples, truncated=truncated,
                      notes=notes, timings={"tasks_s": timings, "total_s": round(time.perf_counter() - t_run, 3)},
-                     plan=run_plan, rows=rows_of)
+                     plan=run_plan, rows=rows_of, docs=docs_of)

@@ -230,6 +230,13 @@ def _sample_rows(task: LeaderboardTask, samples: list[dict[str, Any]], output_ty
     raise TaskError(f"{task.name}: lm-eval output_type {output_type!r} has no jbench sample format")
 
 
+def _sample_docs(samples: list[dict[str, Any]]) -> list[Any]:
+    """The source documents of :func:`_sample_rows`'s rows, in the same order (first filter, by doc_id)."""
+    filters = list(dict.fromkeys(s.get("filter") for s in samples))
+    kept = sorted((s for s in samples if filters and s.get("filter") == filters[0]), key=lambda s: int(s["doc_id"]))
+    return [s.get("doc") for s in kept]
+
+
 def _lm_eval_version() -> str:
     import importlib.metadata as md
 
@@ -314,12 +321,14 @@ def _run(spec: ModelSpec, data_dir: Path, run_dir: Path, chosen: list[Leaderboar
     versions: dict[str, Any] = {}
     n_samples: dict[str, int] = {}
     rows_of: dict[str, list[dict[str, Any]]] = {}
+    docs_of: dict[str, list[Any]] = {}
     shots: list[int] = []
     for p in prepared:
         local, name = p.task.local_name, p.task.name
         output_type = str(res["configs"][local].get("output_type"))
         rows = rows_of[name] = _sample_rows(p.task, res["samples"][local], output_type,
                                             int(getattr(lm, "max_gen_toks", 256)))
+        docs_of[name] = _sample_docs(res["samples"][local])  # the lm-eval layout's `doc`, in row order
         results[name] = _task_metrics(res["results"][local])
         versions[name] = res["versions"].get(local)
         n_samples[name] = len(rows)
@@ -358,6 +367,7 @@ def _run(spec: ModelSpec, data_dir: Path, run_dir: Path, chosen: list[Leaderboar
         notes=notes,
         timings={"eval_s": round(eval_s, 3), "total_s": round(time.perf_counter() - t_run, 3)},
         rows=rows_of,
+        docs=docs_of,
     )
     write_run(run_dir, run)  # the same writer as every other run
     write_json(run_dir / "lm_eval_results.json", _jsonable(lm_eval_record))

@@ -117,27 +117,80 @@ def _bytelevel_tokenizer_files(out: Path, texts: Sequence[str], vocab_size: int)
     return tok.get_vocab_size(), {"bos": -1, "eos": eos, "pad": eos}
 
 
-def _model_config(arch: Arch, vocab: int, ids: dict[str, int]) -> Any:
-    """A small config of the given architecture (rotary everywhere, 2048 positions)."""
+#: chat templates of the chat stand-ins (``build_tiny_model(chat_template=True)``), one per way a template treats the
+#: system turn: Llama-2's (folded into the first user turn; BOS written by the template), Qwen2's ChatML (its own
+#: turn, with a default when absent; needs the <|im_start|>/<|im_end|> special tokens) and a Gemma-like one on the
+#: rinna layout that refuses a system turn (raise_exception), as lm-eval's fallback must handle.
+CHAT_TEMPLATES: dict[str, str] = {
+    "llama": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+        "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{% if loop.index0 == 0 and system_message != false %}"
+        "{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}"
+        "{% else %}{% set content = message['content'] %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}"
+        "{% endfor %}"),
+    "qwen2": (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+    "gpt_neox": (
+        "{% for message in messages %}{% if message['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "{{ ('ユーザー' if message['role'] == 'user' else 'システム') + ': ' + message['content'] + '\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ 'システム: ' }}{% endif %}"),
+}
+
+
+def _add_chat_template(out: Path, arch: Arch, vocab: int, ids: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """Give the tokenizer its arch's :data:`CHAT_TEMPLATES` entry (Qwen2: plus the ChatML special tokens, with
+    <|im_end|> as EOS as in Qwen2-Instruct); returns the new (vocab size, special ids)."""
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["chat_template"] = CHAT_TEMPLATES[arch]
+    if arch == "qwen2":
+        from tokenizers import AddedToken, Tokenizer
+
+        tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<|im_start|>", "<|im_end|>")])
+        tok.save(str(out / "tokenizer.json"))
+        for t in ("<|im_start|>", "<|im_end|>"):
+            cfg["added_tokens_decoder"][str(tok.token_to_id(t))] = {**_added(t), "special": True}
+        cfg["eos_token"] = "<|im_end|>"
+        vocab, ids = tok.get_vocab_size(), {**ids, "eos": tok.token_to_id("<|im_end|>")}
+    _write_json(cfg_path, cfg)
+    return vocab, ids
+
+
+def _model_config(arch: Arch, vocab: int, ids: dict[str, int], head_dim: int = _HIDDEN // _HEADS) -> Any:
+    """A small config of the given architecture (rotary everywhere, 2048 positions). ``head_dim`` other than the
+    default 16 widens the model to two heads of that size (vLLM's CPU attention needs head_dim >= 32)."""
     from transformers import GPTNeoXConfig, LlamaConfig, Qwen2Config
 
     bos = ids["bos"] if ids["bos"] >= 0 else None
     pad = ids["pad"] if ids["pad"] >= 0 else None
-    common = dict(vocab_size=vocab, hidden_size=_HIDDEN, num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
-                  intermediate_size=_FFN, max_position_embeddings=_MAX_POS, initializer_range=_INIT_RANGE,
-                  bos_token_id=bos, eos_token_id=ids["eos"], pad_token_id=pad)
+    heads, kv_heads = (_HEADS, _KV_HEADS) if head_dim == _HIDDEN // _HEADS else (2, 1)
+    common = dict(vocab_size=vocab, hidden_size=heads * head_dim, num_hidden_layers=_LAYERS,
+                  num_attention_heads=heads, intermediate_size=_FFN, max_position_embeddings=_MAX_POS,
+                  initializer_range=_INIT_RANGE, bos_token_id=bos, eos_token_id=ids["eos"], pad_token_id=pad)
     if arch == "gpt_neox":
         return GPTNeoXConfig(**common, use_parallel_residual=False, tie_word_embeddings=False)
     if arch == "llama":
-        return LlamaConfig(**common, num_key_value_heads=_KV_HEADS, tie_word_embeddings=False)
+        return LlamaConfig(**common, num_key_value_heads=kv_heads, tie_word_embeddings=False)
     if arch == "qwen2":
-        return Qwen2Config(**common, num_key_value_heads=_KV_HEADS, tie_word_embeddings=True)
+        return Qwen2Config(**common, num_key_value_heads=kv_heads, tie_word_embeddings=True)
     raise ValueError(f"unknown tiny-model arch {arch!r}; expected gpt_neox, llama or qwen2")
 
 
 def build_tiny_model(out_dir: Path, *, arch: Arch = "gpt_neox", texts: Sequence[str], vocab_size: int = 1000,
-                     seed: int = 0) -> Path:
-    """Train a tokenizer on ``texts`` and save a random-init ``arch`` model with it into ``out_dir``.
+                     seed: int = 0, head_dim: int = _HIDDEN // _HEADS, chat_template: bool = False) -> Path:
+    """Train a tokenizer on ``texts`` and save a random-init ``arch`` model with it into ``out_dir``
+    (``head_dim=64``: the vLLM stand-ins, 2 heads of 64).
 
     Deterministic: the same arguments give byte-identical files. ``vocab_size`` is a target: sentencepiece may
     stop below it on a small corpus, and it is raised when the corpus has more distinct characters than it allows."""
@@ -152,7 +205,9 @@ def build_tiny_model(out_dir: Path, *, arch: Arch = "gpt_neox", texts: Sequence[
         vocab, ids = _bytelevel_tokenizer_files(out, texts, vocab_size)
     else:
         vocab, ids = _sp_tokenizer_files(out, arch, texts, vocab_size, seed)
-    config = _model_config(arch, vocab, ids)
+    if chat_template:  # the chat stand-ins: a real template of the arch's family (see CHAT_TEMPLATES)
+        vocab, ids = _add_chat_template(out, arch, vocab, ids)
+    config = _model_config(arch, vocab, ids, head_dim)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()

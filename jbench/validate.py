@@ -13,11 +13,12 @@ import os
 import re
 import shutil
 import struct
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jbench.errors import DataError, InputErrors, JBenchError, ModelError, NoDataDir, StoreError, TaskError
+from jbench.errors import BackendMissing, DataError, InputErrors, JBenchError, ModelError, NoDataDir, StoreError, TaskError
 from jbench.model_files import non_causal_kind, read_json_object
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def check_device(device: str) -> list[JBenchError]:
     m = _DEVICE_RE.fullmatch(device)
     if m is None:
         return [ModelError(f"unknown device {device!r}", where=f"--device {device}",
-                           fix="use cpu, cuda, cuda:N (N = GPU index), mps or xpu")]
+                           fix="use auto (the default), cpu, cuda, cuda:N (N = GPU index), mps or xpu")]
     kind, index = m.group(1), m.group(2)
     if kind == "cpu":
         return [] if index in (None, "0") else [ModelError(f"there is only one cpu device, got {device!r}",
@@ -62,11 +63,13 @@ def check_device(device: str) -> list[JBenchError]:
         if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
             return [ModelError(f"--device {device}: this torch build has no CUDA support (torch {torch.__version__})",
                                where=f"--device {device}",
-                               fix="use --device cpu, or install a CUDA build of torch (make install TORCH_INDEX=...)")]
+                               fix="use --device cpu (or omit --device: auto picks what is there), or install a CUDA "
+                                   "build of torch (make install TORCH_INDEX=...)")]
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             return [ModelError(f"--device {device}: no CUDA device is visible", where=f"--device {device}",
-                               fix="check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu")]
+                               fix="check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu (or omit "
+                                   "--device: auto picks what is there)")]
         if index is not None and int(index) >= count:
             return [ModelError(f"--device {device}: only {count} CUDA device(s) are visible (0..{count - 1})",
                                where=f"--device {device}", fix=f"use cuda:0 .. cuda:{count - 1}")]
@@ -78,15 +81,20 @@ def check_device(device: str) -> list[JBenchError]:
     return []
 
 
-def check_variant(variant: str) -> list[JBenchError]:
-    """Known variant, and its backend's packages installed (looked up without importing them)."""
-    from jbench.models.registry import get_backend
+def check_variant(variant: str, engine: str = "hf") -> list[JBenchError]:
+    """Known variant (and ``--backend`` engine that can load it), and its packages installed (looked up without
+    importing them)."""
+    from jbench.models.registry import get_backend, get_engine
 
     try:
-        backend = get_backend(variant)
+        get_backend(variant)
+        backend = get_engine(engine, variant)
     except JBenchError as err:
         return [err]
     missing = backend.missing_modules()
+    if missing and engine != "hf":
+        return [BackendMissing(f"--backend {engine} needs {', '.join(missing)}, which is not installed in this "
+                               f"Python ({sys.executable})", where=f"--backend {engine}", fix=backend.install_hint())]
     if missing:
         return [ModelError(f"the {variant} variant needs {', '.join(missing)}, which is not installed",
                            where=f"variant {variant}", fix=backend.install_hint())]
@@ -283,14 +291,23 @@ def validate_plan(plan: "RunPlan", run_dir: Path | None, *, problems: list[JBenc
     m = plan.model
     found += check_limit(plan.limit)
     found += check_batch_size(m.get("batch_size"))
+    from jbench.models.model_args import check_model_args
+
+    found += check_model_args(m.get("model_args") or {}, str(m.get("variant") or "fp32"))
     found += check_device(str(m.get("device") or "cpu"))
-    found += check_variant(str(m.get("variant") or "fp32"))
+    found += check_variant(str(m.get("variant") or "fp32"), str(m.get("backend") or "hf"))
     if m.get("model") not in (None, "tiny") and not (m.get("extra") or {}).get("in-memory"):
         try:
-            found += check_model(str(m["model"]), str(m.get("variant") or "fp32"))
+            sub = (m.get("model_args") or {}).get("subfolder")  # --model-args subfolder=: the checkpoint is there
+            local = Path(str(m["model"])).expanduser()
+            found += check_model(str(local / str(sub)) if sub and local.is_dir() else str(m["model"]),
+                                 str(m.get("variant") or "fp32"))
         except OSError as err:  # an unreadable folder or file: the user's to fix, not a traceback
             found.append(ModelError(f"the model cannot be read ({err.strerror or err})", where=str(m["model"]),
                                     fix="check the path and its permissions"))
+    from jbench.chat import check_chat
+
+    found += check_chat(plan)
     if run_dir is not None:
         found += check_output_dir(run_dir)
     if check_data and not no_data:  # without a data dir every file is missing: the one message above says what to do

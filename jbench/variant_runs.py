@@ -1,8 +1,8 @@
 """The runs of a comparison: the original and each quantized variant, made or reused, each in its own process.
 
 Why a child process per run: each variant's peak memory is then measured on its own. A finished run is reused
-only if its results.json records the very plan asked for. Quantized copies (gptq/awq/gguf) are made once, next to
-the source model, with calibration text from the task train splits.
+only if its results.json records the very plan asked for and the weights that plan names now. Quantized copies
+(gptq/awq/gguf) are made once, next to the source model, with calibration text from the task train splits.
 """
 
 from __future__ import annotations
@@ -72,19 +72,30 @@ def _group_size_for(src: Path, preferred: int = 128) -> int:
     return group
 
 
-def run_or_reuse(plan: "RunPlan", run_dir: Path, *, show_progress: bool) -> Path:
+def run_or_reuse(plan: "RunPlan", run_dir: Path, *, show_progress: bool, step: str | None = None) -> Path:
     """Reuse a finished run made from the same plan; otherwise run it (resuming its cache) in a child process, so
     that each variant's peak memory is measured on its own.
 
-    A finished run counts only if its results.json records this very plan (a run.json alone may describe an
-    attempt that failed after the results were written by an earlier, different plan)."""
+    ``step`` (e.g. ``"variant 2 of 4"``) starts the progress line on stderr, so that a comparison of many
+    variants says how far it is. A finished run counts only if its results.json records this very plan (a
+    run.json alone may describe an attempt that failed after the results were written by an earlier, different
+    plan) and the weights it recorded are the ones the plan names now (a Hub ref that moved, or a local checkpoint
+    overwritten in place, is rerun, saying why)."""
     import subprocess
 
     from jbench.results import RunLock
+    from jbench.run_identity import stale_weights_reason
 
+    name = plan.model.get("variant", "?") if isinstance(plan.model, dict) else "?"
+    prefix = f"[{step}] " if step else ""
     if stored_plan(run_dir) == asdict(plan):
-        print(f"reusing {run_dir}", file=sys.stderr)
-        return run_dir
+        # the plan names the model ("main", a folder), not the weights: check those too, cheaply, before reusing
+        stale = stale_weights_reason(plan.model, run_dir)
+        if stale is None:
+            print(f"{prefix}{name}: reusing {run_dir}", file=sys.stderr, flush=True)
+            return run_dir
+        print(f"{prefix}{name}: not reusing {run_dir}: {stale}", file=sys.stderr, flush=True)
+    print(f"{prefix}{name}: running {run_dir}", file=sys.stderr, flush=True)
     with RunLock(run_dir):
         plan.save(run_dir)
     cmd = [sys.executable, "-m", "jbench.cli", "eval", "--resume", str(run_dir)]
@@ -121,14 +132,30 @@ def quantized_paths(quantized: list[str] | None, names: list[str]) -> tuple[dict
     return given, problems
 
 
+def check_original(original: str | None) -> list[JBenchError]:
+    """``--original``: one of the plain dtypes (a quantized original would compare quantization with itself)."""
+    if original is None or original in ORIGINAL_VARIANTS:
+        return []
+    return [TaskError(f"--original must be one of {', '.join(ORIGINAL_VARIANTS)}, got {original!r}",
+                      where=f"--original {original}",
+                      fix="pick the original's dtype (e.g. --original fp16); quantized variants go in --variants")]
+
+
 def plan_variants(base: RunPlan, names: list[str], given: dict[str, str], *, calibration: Path | None,
-                  output_dir: Path) -> list[tuple[RunPlan, Path]]:
+                  output_dir: Path, compute_dtype: str | None = None) -> list[tuple[RunPlan, Path]]:
     """The plan and run directory of every variant: the original's plan with the variant's model and name.
+
+    ``compute_dtype`` (:func:`jbench.run_identity.comparison_dtype`: ``--original``, or the original's own fp16,
+    bf16 or auto): the variants' unquantized parts and activations use the original's dtype,
+    and their run directories say so (``<model>-int8-fp16``), so that they never replace the runs of a comparison
+    against another original. ``--model-args`` go to every transformers-loaded variant (not to llama.cpp's gguf,
+    and quantized variants are placed by jbench, so without ``device_map``).
 
     Every variant is scored with the original's tokenizer files and settings (``use_fast`` was resolved once, in
     ``base``), so a tokenizer difference can never pass for a quantization effect. gptq/awq/gguf copies are made
     here when no ``--quantized`` checkpoint was given."""
-    from jbench.models.load import ModelSpec, resolve_model_path
+    from jbench.models.load import DTYPE_OF_VARIANT, ModelSpec, resolve_model_path
+    from jbench.run_identity import chat_tag, settings_tag
 
     spec = ModelSpec(**base.model)
     src = resolve_model_path(spec)
@@ -137,14 +164,30 @@ def plan_variants(base: RunPlan, names: list[str], given: dict[str, str], *, cal
     for name in names:
         variant, _, gguf_type = name.partition(":")
         extra: dict = {}
+        if compute_dtype is not None and compute_dtype != "fp32":
+            extra["dtype"] = DTYPE_OF_VARIANT[compute_dtype]
         path: str | None = spec.model
         if variant in PREQUANTIZED:
             path = given.get(name) or given.get(variant) or ensure_quantized(
                 variant, src, Path(base.data_dir), calibration=calibration, gguf_type=gguf_type or "q4_k_m")
             extra["tokenizer"] = src  # the original's tokenizer files, read with the original's settings
-        vspec = ModelSpec(**{**base.model, "model": path, "variant": variant, "extra": extra})
-        out.append((RunPlan(**{**asdict(base), "model": asdict(vspec)}), output_dir / f"{stem}-{name.replace(':', '-')}"))
+        args = variant_model_args(variant, spec.model_args)
+        vspec = ModelSpec(**{**base.model, "model": path, "variant": variant, "extra": extra, "model_args": args})
+        suffix = f"-{compute_dtype}" if "dtype" in extra else ""
+        suffix += settings_tag(asdict(vspec)) + chat_tag(base.chat)  # --revision, --model-args: their own folders
+        out.append((RunPlan(**{**asdict(base), "model": asdict(vspec)}),
+                    output_dir / f"{stem}-{name.replace(':', '-')}{suffix}"))
     return out
+
+
+def variant_model_args(variant: str, model_args: dict) -> dict:
+    """The ``--model-args`` a variant loads with: none for llama.cpp's gguf, and no ``device_map`` for a quantized
+    variant (jbench places those itself), so one ``device_map=auto`` can be given for an original and its variants."""
+    if variant == "gguf":
+        return {}
+    if variant in ORIGINAL_VARIANTS:
+        return dict(model_args)
+    return {k: v for k, v in model_args.items() if k != "device_map"}
 
 
 def variant_problems(names: list[str], quantized: list[str] | None) -> tuple[dict[str, str], list[JBenchError]]:

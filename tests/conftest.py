@@ -19,7 +19,7 @@ def real_data_dir() -> Path:
     value = os.environ.get("JBENCH_DATA_DIR")
     beside = Path(__file__).resolve().parents[2] / "shared" / "data"
     if value:
-        return Path(value)
+        return Path(value).resolve()  # the overlay symlinks to it: a relative target would dangle
     if beside.is_dir():
         return beside
     if os.environ.get("CI"):
@@ -147,16 +147,30 @@ def overlay_data_dir(real_data_dir: Path, sample_dir: Path, tmp_path_factory: py
 #: modules whose every test loads a model, runs a scorer or starts a jbench process
 SLOW_MODULES = {"test_eval_e2e", "test_families", "test_gate", "test_gguf", "test_hf_scorer", "test_lmeval_backend",
                 "test_quantized", "test_quiet", "test_tiny", "test_suites", "test_reliability", "test_cache_verify",
-                "test_every_task", "test_tokenizer", "test_run_store", "test_bad_input"}
+                "test_every_task", "test_tokenizer", "test_run_store", "test_bad_input", "test_vllm_backend", "test_chat_template", "test_reproduce",
+                "test_wandb_log", "test_sweep", "test_hub_unreachable"}
 #: fixtures that build or load a model (a test using one is slow wherever it lives)
 SLOW_FIXTURES = {"tiny_models", "stand_ins", "suite_run", "family_run", "all_tasks_run", "gguf_files", "tiny_test_texts"}
 #: single tests that start a jbench process in an otherwise fast module
 SLOW_TESTS = {"test_exit_paths_through_a_real_process", "test_import_is_cheap_and_names_resolve",
-              "test_a_backend_installed_outside_jbench_is_found_by_entry_point"}
+              "test_a_backend_installed_outside_jbench_is_found_by_entry_point", "test_eval_reads_a_hub_source",
+              "test_a_partial_source_is_declared_with_the_flag_and_marked"}
 #: tests of otherwise slow modules that touch no model and start no process (kept in the fast loop)
 FAST_TESTS = {"test_the_list_is_not_empty", "test_jbench_additions_are_marked", "test_run_names_are_names",
               "test_staged_run_replaces_only_on_publish", "test_result_files_follow_the_umask",
-              "test_default_run_names_differ_for_same_named_folders"}
+              "test_default_run_names_differ_for_same_named_folders",
+              # test_vllm_backend's input checks (no engine, no model)
+              "test_unknown_backend_is_one_message", "test_a_variant_vllm_cannot_load_is_refused_before_loading",
+              "test_missing_vllm_exits_2_with_the_install_hint", "test_head_dim_below_32_is_named",
+              "test_the_backend_is_in_the_plan_run_name_and_cache_key",
+              "test_engine_arguments_pass_through_and_reserved_ones_are_refused",
+              "test_the_comparison_report_names_the_engine_and_kernel",
+              # test_sweep's file checks (nothing starts: the file is validated before Ray)
+              "test_sweep_bad_yaml_is_one_message_with_the_line",
+              "test_sweep_unknown_model_variant_and_task_are_reported_together",
+              "test_sweep_schema_errors_name_the_field", "test_sweep_num_cpus_cannot_go_with_an_address",
+              "test_sweep_dry_run_lists_runs_and_resources", "test_sizes_parse",
+              "test_sweep_unreachable_address_is_one_message", "test_readme_sweep_example_validates"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

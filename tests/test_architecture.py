@@ -78,8 +78,9 @@ def test_the_scan_finds_a_cycle_when_there_is_one() -> None:
 
 
 def test_nothing_imports_the_cli() -> None:
+    """Only the entry points do: the console script's ``jbench.cli:main`` and ``python -m jbench``."""
     graph = import_graph()
-    assert [m for m, deps in graph.items() if "jbench.cli" in deps] == []
+    assert [m for m, deps in graph.items() if "jbench.cli" in deps and m != "jbench.__main__"] == []
 
 
 def test_no_module_is_oversized() -> None:

@@ -298,3 +298,24 @@ def test_an_edited_answer_is_recomputed_on_resume(sample_dir: Path, tmp_path: Pa
     assert {p.name: p.read_bytes() for p in (tmp_path / "ref").glob("samples_*.jsonl")} == samples
     assert json.loads((tmp_path / "ref" / "results.json").read_text())["results"] == results
     assert _rows(db)[key][0] == value
+
+
+def test_placement_model_args_leave_the_cache_identity_alone() -> None:
+    """--model-args low_cpu_mem_usage=True keeps the run name (settings_tag), so it must keep the cached answers
+    too; an argument that can change numbers still gets its own identity, and no model args keep the old key."""
+    from jbench.cache import model_identity
+
+    base = {"model": "m", "model_path": "/m", "variant": "fp32", "dtype": "float32", "device": "cpu"}
+    plain = model_identity(base)
+    assert model_identity({**base, "model_kwargs": {}}) == plain
+    assert model_identity({**base, "model_kwargs": {"low_cpu_mem_usage": True, "device_map": "auto",
+                                                    "max_memory": {"0": "20GiB"}}}) == plain
+    eager = model_identity({**base, "model_kwargs": {"attn_implementation": "eager"}})
+    assert eager != plain
+    assert model_identity({**base, "model_kwargs": {"attn_implementation": "eager", "low_cpu_mem_usage": True}}) \
+        == eager
+    # the key for runs without model args is what it always was
+    import hashlib
+    ident = {k: base.get(k) for k in ("model", "model_path", "variant", "dtype", "device", "use_fast",
+                                      "trust_remote_code", "revision", "max_length", "tokenizer", "weights_fingerprint")}
+    assert plain == hashlib.sha256(json.dumps(ident, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""Downloads against a loopback HTTP server laid out like a data dir (never the internet)."""
+"""Downloads (pooch) against a loopback HTTP server laid out like a data dir (never the internet)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ FILTER_LIST = "jglue/marc_ja-v1.1/filter_review_id_list/valid.txt"
 CONV_LIST = "jglue/marc_ja-v1.1/label_conv_review_id_list/valid.txt"
 
 Serve = Callable[[Path], str]
+
+
+@pytest.fixture(autouse=True)
+def _no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failures here are permanent (404, refused): no back-off sleeps (retries: tests/test_hub_data.py)."""
+    monkeypatch.setenv("JBENCH_DOWNLOAD_RETRIES", "0")
 
 
 def mirror_of(src: Path, dst: Path, *rels: str) -> Path:

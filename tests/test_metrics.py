@@ -463,3 +463,31 @@ def test_registry_names_and_errors() -> None:
         aggregate("acc_norm", [{"acc": 1}])
     mv = aggregate("acc_norm", [{"acc_norm": 1}, {"acc_norm": 0}])
     assert mv.value == 0.5 and mv.stderr == math.sqrt(0.5) / math.sqrt(2)
+
+
+def test_gate_bootstrap_values_are_sklearns_on_the_resampled_rows() -> None:
+    """The regression gate's bootstrap scores each resample with scikit-learn itself (no re-implementation): the
+    weighted-cell call equals sklearn on the resampled rows, also when a label is absent from a resample."""
+    import warnings
+
+    import numpy as np
+    import sklearn.metrics
+
+    from jbench.metrics import _confusions, _sklearn_on_counts, gate_bootstrap_stderr
+
+    rng = np.random.default_rng(5)
+    gold = rng.integers(0, 3, size=40)
+    pred = np.where(rng.random(40) < 0.6, gold, rng.integers(0, 3, size=40))
+    gold[:3] = 3  # a rare label that some resamples miss
+    idx = rng.integers(0, 40, size=(30, 40))
+    conf = _confusions(gold * 4 + pred, idx, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcc = [sklearn.metrics.matthews_corrcoef(gold[i], pred[i]) for i in idx]
+        f1 = [sklearn.metrics.f1_score(gold[i], pred[i], average="macro") for i in idx]
+    assert np.allclose(_sklearn_on_counts("mcc", conf), mcc, rtol=0, atol=1e-12)
+    assert np.allclose(_sklearn_on_counts("macro_f1", conf), f1, rtol=0, atol=1e-12)
+    assert any(3 not in gold[i] for i in idx)  # the absent-label case was exercised
+    rows = [{"gold": int(g), "prediction": int(p)} for g, p in zip(gold, pred)]
+    assert gate_bootstrap_stderr("mcc", rows) == gate_bootstrap_stderr("mcc", rows) > 0
+    assert gate_bootstrap_stderr("acc", rows) is None

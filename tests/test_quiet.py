@@ -18,7 +18,9 @@ import pytest
 
 #: lines jbench itself writes on stderr (cli.py banners, cache notes, its loggers' warnings, one-message errors).
 JBENCH_STDERR = re.compile(
-    r"^(embedded tiny model: |run stored in |resuming |reusing |report: |quantizing with group_size |"
+    r"^(embedded tiny model: |device: |dtype: |run stored in |resuming |reusing |request cache: |report: |"
+    r"quantizing with group_size |"
+    r"\[(original|variant \d+ of \d+)\] |"  # compare's progress lines
     r"(warning|error|interrupted): |  (where|what to do): )")
 
 #: an env var that makes transformers log INFO lines while loading: a library noise source on every machine

@@ -136,6 +136,26 @@ def test_samples_rebuild_lm_eval_metric(suite_run: dict[str, Any]) -> None:
     assert xw[0]["prompt"] == "" and len(xw[0]["continuations"]) == 2
 
 
+def test_lm_eval_layout_matches_lm_eval_cli(suite_run: dict[str, Any]) -> None:
+    """The run's lm-eval/ results file has the keys and JCQA numbers lm-eval's own CLI wrote for the same run; its
+    samples carry lm-eval's fields and the documents lm-eval scored (issue 16)."""
+    from jbench.lmeval_layout import LMEVAL_DIR
+
+    ours, cli = _cli_results(suite_run["run_dir"] / LMEVAL_DIR), suite_run["cli"]
+    for key in ("results", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples",
+                "config", "git_hash", "date", "task_hashes", "model_name_sanitized"):
+        assert key in ours and key in cli, key
+    mine, theirs = ours["results"][JCQA], cli["results"][f"local_{JCQA}"]
+    for key in ("acc,none", "acc_stderr,none"):
+        assert mine[key] == theirs[key], key
+    assert ours["n-shot"][JCQA] == cli["n-shot"][f"local_{JCQA}"] == 3
+    assert ours["n-samples"][JCQA]["effective"] == cli["n-samples"][f"local_{JCQA}"]["effective"] == LIMIT
+    (samples,) = (suite_run["run_dir"] / LMEVAL_DIR).glob(f"samples_{JCQA}_*.jsonl")
+    first = json.loads(samples.read_text(encoding="utf-8").splitlines()[0])
+    assert str(first["doc"].get("q_id")) == "8939" and first["filter"] == "none"
+    assert len(first["arguments"]) == 5 and first["filtered_resps"][0][1] in ("True", "False")
+
+
 def test_compare_check_and_card_table_read_the_run(suite_run: dict[str, Any], tmp_path: Path) -> None:
     from jbench.baseline import check_run, save_baseline
     from jbench.compare import compare_runs

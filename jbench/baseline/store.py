@@ -20,6 +20,7 @@ from typing import Any
 from jbench.baseline.machine import run_machine
 from jbench.errors import BaselineError, CheckInputError
 from jbench.records import PREDICTION
+from jbench.records import check_run_shape as check_records_shape
 from jbench.results import (RESULTS_FILE, Run, StoreError, _atomic_write, load_run, parse_samples, resolve_run,
                             samples_path)
 
@@ -200,31 +201,14 @@ def check_run_shape(run: Run) -> None:
                                where=where, fix=_RERUN)
 
     data = run.data
-    if not isinstance(data, dict):
-        raise bad("(top level)", "an object", data)
-    if not isinstance(data.get("results"), dict):
-        raise bad("results", "an object mapping task name -> metrics", data.get("results"))
+    check_records_shape(data, where, error=CheckInputError, fix=_RERUN)  # the structure every reader relies on
     for task, res in data["results"].items():
-        if not isinstance(res, dict):
-            raise bad(f"results.{task}", "an object mapping metric -> value", res)
         for key, value in res.items():  # NaN/inf is the run's own number (a regression); < 0 is no stderr at all
             if key.endswith("_stderr") and _finite(value) and value < 0:
                 raise bad(f"results.{task}.{key}", "a standard error (>= 0)", value)
-    for key in ("versions", "config", "n_samples"):
-        if key in data and not isinstance(data[key], dict):
-            raise bad(key, "an object", data[key])
     for task, n in (data.get("n_samples") or {}).items():
         if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
             raise bad(f"n_samples.{task}", "a count", n)
-    cfg = data.get("config") or {}
-    for key, types, want in (("tasks", (list,), "a list"), ("num_fewshot", (list, dict), "a list or an object"),
-                             ("prompt_versions", (dict,), "an object"), ("data", (dict,), "an object"),
-                             ("metric_scale", (dict,), "an object"), ("environment", (dict,), "an object")):
-        if cfg.get(key) is not None and not isinstance(cfg[key], types):
-            raise bad(f"config.{key}", want, cfg[key])
-    for task, files in (cfg.get("data") or {}).items():
-        if files is not None and not isinstance(files, list):
-            raise bad(f"config.data.{task}", "a list of files", files)
 
 
 def _load_run_checked(ref: str | os.PathLike[str]) -> Run:

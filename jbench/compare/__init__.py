@@ -17,7 +17,7 @@ Entry point: :func:`compare_runs` → :class:`ComparisonReport` (``to_markdown``
 
 Layout: :mod:`~jbench.compare.model` (the report's data), :mod:`~jbench.compare.align` (joining runs; every
 comparability check), :mod:`~jbench.compare.analysis` (the statistics), :mod:`~jbench.compare.render` (markdown,
-HTML, PNG). The error classes live in :mod:`jbench.errors` and are re-exported here.
+HTML), :mod:`~jbench.compare.chart` (the PNG chart, in the Japanese font of :mod:`jbench.jafont`). The error classes live in :mod:`jbench.errors` and are re-exported here.
 """
 
 from __future__ import annotations

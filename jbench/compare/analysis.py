@@ -22,7 +22,7 @@ from jbench.errors import ComparisonError, StatsInputError
 from jbench.records import GOLD, PREDICTION
 from jbench.results import Run
 
-__all__ = ["compare_runs"]
+__all__ = ["chance_line", "compare_runs"]
 
 
 @dataclass
@@ -49,10 +49,43 @@ def _metric_values(rows: list[dict[str, Any]], metric: str, task: str) -> np.nda
         raise ComparisonError(f"{task}: sample rows lack a numeric {metric!r}") from err
 
 
-def _collapse(value: float, chance: float, rows: list[dict[str, Any]], mc: bool) -> tuple[bool, str | None]:
+#: gold labels whose counts a chi-square test calls non-uniform at this level are "imbalanced"
+IMBALANCE_P = 0.01
+
+
+def chance_line(rows: list[dict[str, Any]]) -> tuple[float, str]:
+    """The score (points) a model reaches without doing the task, and how to label it.
+
+    Guessing uniformly gives 1/k. When the gold labels of the evaluated examples are imbalanced (JNLI's
+    entailment is over half of its data; the answer counts differ from uniform by a chi-square test at
+    :data:`IMBALANCE_P`), always answering the majority class scores more than 1/k, so that rate is the line a
+    working model must clear: ``(55.3, "majority class 55%")``; else ``(33.3, "chance 1/3")``.
+    """
+    from collections import Counter
+
+    from scipy.stats import chisquare
+
+    ks = [max(1, len(r.get("continuations") or r["loglikelihoods"])) for r in rows]
+    uniform = 100.0 * float(np.mean([stats.chance_level(k) for k in ks]))
+    golds = [r.get(GOLD) for r in rows]
+    if len(set(ks)) != 1:  # ragged choice lists: no single 1/k to name
+        return uniform, f"chance {uniform:.0f}%"
+    k = ks[0]
+    if k > 1 and len(rows) >= k and all(isinstance(g, int) and not isinstance(g, bool) and 0 <= g < k
+                                        for g in golds):
+        counts = Counter(golds)
+        top = max(counts.values())
+        rate = 100.0 * top / len(rows)
+        if rate > uniform and float(chisquare([counts.get(i, 0) for i in range(k)]).pvalue) < IMBALANCE_P:
+            return rate, f"majority class {rate:.0f}%"
+    return uniform, f"chance 1/{k}"
+
+
+def _collapse(value: float, chance: float, rows: list[dict[str, Any]], mc: bool,
+              chance_label: str = "") -> tuple[bool, str | None]:
     if mc:
         if stats.collapsed(value, chance):
-            return True, f"at or below chance ({chance:.1f})"
+            return True, f"at or below {chance_label}" if chance_label else f"at or below chance ({chance:.1f})"
         preds = {r.get(PREDICTION) for r in rows}
         golds = {r.get(GOLD) for r in rows}
         if len(rows) >= MIN_N_CONSTANT_COLLAPSE and len(preds) == 1 and len(golds) > 1:
@@ -95,12 +128,11 @@ def _compare_task(task: str, ra: list[dict[str, Any]], rb: list[dict[str, Any]],
         if ckl.n_nonfinite:
             notes.append(f"{label} / {task}: {ckl.n_nonfinite} examples with non-finite loglikelihoods are left "
                          "out of the KL")
-        chance = 100.0 * float(np.mean([stats.chance_level(max(1, len(r.get("continuations") or
-                                                                       r["loglikelihoods"]))) for r in ra]))
+        chance, chance_label = chance_line(ra)
     else:
-        chance = 0.0
-    is_coll, reason = _collapse(val, chance, rb, mc)
-    orig_coll, orig_reason = _collapse(orig, chance, ra, mc)
+        chance, chance_label = 0.0, ""
+    is_coll, reason = _collapse(val, chance, rb, mc, chance_label)
+    orig_coll, orig_reason = _collapse(orig, chance, ra, mc, chance_label)
     if orig_coll:
         msg = f"{task}: the original itself is collapsed ({orig_reason}); differences on it say little"
         if msg not in notes:
@@ -111,7 +143,7 @@ def _compare_task(task: str, ra: list[dict[str, Any]], rb: list[dict[str, Any]],
         original_ci=tuple(float(v) for v in np.quantile(ma, q)),  # type: ignore[arg-type]
         value_ci=tuple(float(v) for v in np.quantile(mb, q)),  # type: ignore[arg-type]
         tost=tost, mcnemar_p=mcn, right_to_wrong=r2w, wrong_to_right=w2r, agreement=agree, mean_kl=kl,
-        top_agreement=top, chance=chance, collapsed=is_coll, collapse_reason=reason, original_collapsed=orig_coll,
+        top_agreement=top, chance=chance, chance_label=chance_label or None, collapsed=is_coll, collapse_reason=reason, original_collapsed=orig_coll,
         ci_method=method)
     return row, _Paired(task, metric, a, b, (row.ci_low, row.ci_high), (tost.lo, tost.hi), method)
 

@@ -44,11 +44,13 @@ class RunCard:
     model: str
     variant: str
     dtype: str
-    size_bytes: float | None = None
+    size_bytes: float | None = None  # the weights in memory (parameters and buffers as loaded)
     peak_rss_mb: float | None = None
     load_s: float | None = None
     tokens_per_s: float | None = None
     tokenizer: Any = None  # config.tokenizer: an identity dict, or a bare kind string in old runs
+    disk_bytes: float | None = None  # the checkpoint's weight files on disk
+    engine: str = "hf"  # the backend that ran it, with vLLM's version and quantization kernel
 
     @classmethod
     def from_run(cls, run: Run, label: str) -> "RunCard":
@@ -59,10 +61,30 @@ class RunCard:
             v = res.get(key)
             return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
+        disk = num("disk_bytes")
+        if disk is None and "disk_bytes" not in res and isinstance(cfg.get("model_path"), str):
+            # a run from before disk_bytes was recorded: measure its checkpoint if it is still there
+            from jbench.model_files import checkpoint_disk_bytes
+
+            found = checkpoint_disk_bytes(cfg["model_path"], cfg.get("revision"))
+            disk = float(found) if found is not None else None
         return cls(label=label, run=run.path.name, path=str(run.path), model=str(cfg.get("model", "?")),
                    variant=str(cfg.get("variant", "?")), dtype=str(cfg.get("dtype", "?")),
                    size_bytes=num("size_bytes"), peak_rss_mb=num("peak_rss_mb"), load_s=num("load_s"),
-                   tokens_per_s=num("tokens_per_s"), tokenizer=cfg.get("tokenizer"))
+                   tokens_per_s=num("tokens_per_s"), tokenizer=cfg.get("tokenizer"), disk_bytes=disk,
+                   engine=engine_label(cfg))
+
+
+def engine_label(cfg: dict[str, Any]) -> str:
+    """``hf``, or e.g. ``vllm 0.32.0 (kernel gptq_marlin)``: which engine, and which quantized kernel, ran."""
+    engine = cfg.get("engine") if isinstance(cfg.get("engine"), dict) else {}
+    name = str(cfg.get("backend") or engine.get("name") or "hf")
+    if engine.get("version"):
+        name += f" {engine['version']}"
+    quant = cfg.get("quantization") if isinstance(cfg.get("quantization"), dict) else {}
+    if quant.get("kernel"):
+        name += f" (kernel {quant['kernel']})"
+    return name
 
 
 @dataclass(frozen=True)
@@ -92,7 +114,8 @@ class TaskComparison:
     agreement: float | None = None
     mean_kl: float | None = None
     top_agreement: float | None = None
-    chance: float | None = None
+    chance: float | None = None  # points a model gets without doing the task (see analysis.chance_line)
+    chance_label: str | None = None  # "chance 1/3" or "majority class 55%" (imbalanced gold labels)
     collapsed: bool = False
     collapse_reason: str | None = None
     original_collapsed: bool = False

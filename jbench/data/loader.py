@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jbench.data import readers
+from jbench.data import readers, sources
 from jbench.data.registry import DATASETS, MANIFEST_NAME, DatasetSpec, FileSpec
 from jbench.errors import DataError, NoDataDir
 
@@ -184,7 +184,7 @@ def _with_size(mismatch: str | None, fs: FileSpec, data: bytes) -> str | None:
     return mismatch + hint
 
 
-def _refuse_or_keep(check: FileCheck, where: Path, allow_mismatch: bool) -> None:
+def _refuse_or_keep(check: FileCheck, where: Path | str, allow_mismatch: bool) -> None:
     if check.mismatch is not None and not allow_mismatch:
         raise DataError(f"checksum mismatch: {check.mismatch}", where=str(where),
                         fix="re-download it (`jbench data --download NAME --force`), or pass --allow-data-mismatch "
@@ -192,8 +192,10 @@ def _refuse_or_keep(check: FileCheck, where: Path, allow_mismatch: bool) -> None
                             "and every number from it is marked ‡")
 
 
-def _check_count(check: FileCheck, n: int, where: Path, allow_mismatch: bool) -> str | None:
-    """None if ``n`` is an accepted count; the mismatch text if allowed; otherwise a DataError."""
+def _check_count(check: FileCheck, n: int, where: Path | str, allow_mismatch: bool,
+                 fix: str | None = None) -> str | None:
+    """None if ``n`` is an accepted count; the mismatch text if allowed; otherwise a DataError (``fix``: advice
+    for where the records came from, default: a downloaded file)."""
     if check.records is None or n in check.records:
         return None
     want = " or ".join(f"{c:,}" for c in check.records)
@@ -201,8 +203,9 @@ def _check_count(check: FileCheck, n: int, where: Path, allow_mismatch: bool) ->
     if allow_mismatch:
         return text
     raise DataError(f"record count mismatch: got {n:,} records, expected {want}", where=str(where),
-                    fix="the file is incomplete or a different version; re-download it, or pass "
-                        "--allow-data-mismatch to use it anyway (its numbers are then marked ‡)")
+                    fix=fix or "the file is incomplete or a different version; re-download it, or pass "
+                               "--allow-data-mismatch (eval, compare, prompts) to use it anyway (its numbers are then "
+                               "marked ‡)")
 
 
 def _load_file(spec: DatasetSpec, fs: FileSpec, data_dir: Path, manifest: dict[str, ManifestEntry],
@@ -272,12 +275,25 @@ def load_split(dataset: str, split: str, data_dir: Path, *, allow_mismatch: bool
     spec = _dataset(dataset)
     alts = _alternatives(spec, split)
     data_dir = Path(data_dir)
+    notes: list[str] = []
+    entry = sources.load_sources(data_dir).get(spec.name)
+    if entry is not None:
+        got = sources.read_split(spec, split, entry, data_dir)
+        if got is not None:
+            return _load_from_source(spec, split, alts, got, entry, data_dir, allow_mismatch)
+        notes.append(f"{spec.name} {split}: not in its source {entry.source}; read from the data dir instead")
     present = [fs for fs in alts if (data_dir / fs.relpath).is_file()]
     if not present:
-        raise _missing_error(spec, split, alts, data_dir)
+        err = _missing_error(spec, split, alts, data_dir)
+        if entry is None:
+            raise err
+        raise DataError(f"{spec.name} {split}: not in its source {entry.source} ({sources.SOURCES_NAME}), and no "
+                        "data file either", where=err.where,
+                        fix=f"if the source names it differently: jbench data --source {spec.name}={entry.source} "
+                            f"--map {spec.name}.{split}=SPLIT; or {err.fix}")
     fs = present[0]
-    notes = [f"{fs.relpath} used; also present but ignored: {', '.join(o.relpath for o in present[1:])}"
-             ] if len(present) > 1 else []
+    if len(present) > 1:
+        notes.append(f"{fs.relpath} used; also present but ignored: {', '.join(o.relpath for o in present[1:])}")
     manifest = load_manifest(data_dir)
     docs, check, data = _load_file(spec, fs, data_dir, manifest, allow_mismatch)
     aux_infos: list[DataFileInfo] = []
@@ -292,16 +308,74 @@ def load_split(dataset: str, split: str, data_dir: Path, *, allow_mismatch: bool
     return LoadedSplit(dataset=spec.name, split=split, docs=docs, files=[info, *aux_infos], notes=notes)
 
 
+def _load_from_source(spec: DatasetSpec, split: str, alts: list[FileSpec], got: sources.SourceSplit,
+                      entry: sources.SourceEntry, data_dir: Path, allow_mismatch: bool) -> LoadedSplit:
+    """Verify a split read from a declared source like a file: pinned sha256 (if any), then the record count."""
+    if entry.sha256 is None:
+        check = FileCheck("unverified", None, False, alts[0].accepted_records(),
+                          f"{got.where}: no sha256 pinned in {sources.SOURCES_NAME}; only the record count was "
+                          "checked (`jbench data --source` pins one)")
+    else:
+        bad = None if got.sha256 == entry.sha256 else f"source sha256 {got.sha256} != {entry.sha256} pinned in " \
+                                                        f"{sources.SOURCES_NAME}"
+        check = FileCheck("manifest", bad, False, alts[0].accepted_records(), None)
+    where = got.where
+    _refuse_or_keep(check, where, allow_mismatch)
+    docs = readers.normalize(spec.reader, got.records)
+    notes = [f"{spec.name} {split}: read from {got.where}"]
+    aux_infos: list[DataFileInfo] = []
+    if spec.name == "marc_ja" and split == "validation":
+        manifest = load_manifest(data_dir)
+        docs, aux_infos, aux_notes = _marc_validation(spec, docs, data_dir, manifest, allow_mismatch)
+        notes += aux_notes
+    declared = entry.allowed_records.get(split) == len(docs)  # a partial mirror declared as such
+    fix = (f"the source is incomplete or another version; to use it anyway declare it as a partial mirror: jbench "
+           f"data --source {spec.name}={entry.source} --allow-data-mismatch (its numbers are then marked ‡), or "
+           "pass --allow-data-mismatch to eval/compare/prompts")
+    extra = _check_count(check, len(docs), where, allow_mismatch or declared, fix)
+    if extra and declared:
+        extra += f" (partial source declared with --allow-data-mismatch in {sources.SOURCES_NAME})"
+    notes += [n for n in (check.note,) if n]
+    mismatch = "; ".join(m for m in (check.mismatch, extra) if m) or None
+    info = DataFileInfo(path=got.where, sha256=got.sha256, records=len(docs), expected=check.expected,
+                        mismatch=mismatch)
+    if mismatch:
+        notes.append(f"{got.where}: MISMATCH ALLOWED: {mismatch}")
+    return LoadedSplit(dataset=spec.name, split=split, docs=docs, files=[info, *aux_infos], notes=notes)
+
+
 def dataset_status(data_dir: Path) -> list[dict[str, Any]]:
     """One row per dataset x split: what is present, its records and whether its checksum matched.
 
     Loads every present split (with mismatches allowed, so one bad file does not hide the others)."""
     rows = []
     data_dir = Path(data_dir)
+    declared = sources.load_sources(data_dir)
     for spec in DATASETS.values():
         for split, alts in spec.splits.items():
-            rows.append(_status_row(spec, split, alts, data_dir))
+            entry = declared.get(spec.name)
+            rows.append(_status_row(spec, split, alts, data_dir) if entry is None
+                        else _source_status_row(spec, split, entry, data_dir))
     return rows
+
+
+def _source_status_row(spec: DatasetSpec, split: str, entry: sources.SourceEntry, data_dir: Path
+                       ) -> dict[str, Any]:
+    """A split declared in ``jbench-sources.json``: loaded through its source (from the HF cache when offline)."""
+    row: dict[str, Any] = {
+        "name": spec.name, "split": split, "path": entry.source, "present": True, "records": None,
+        "checksum": "missing", "expected": None, "madeup": False, "licence": spec.licence,
+        "how_to_get": f"declared in {sources.SOURCES_NAME}", "detail": "",
+    }
+    try:
+        loaded = load_split(spec.name, split, data_dir, allow_mismatch=True)
+    except DataError as err:
+        row.update(present=False, detail=f"cannot load: {err.what}" + (f" ({err.where})" if err.where else ""))
+        return row
+    main = loaded.files[0]
+    row.update(path=main.path, records=main.records, checksum=_checksum_word(main.expected, main.mismatch),
+               expected=main.expected, detail="; ".join(loaded.notes))
+    return row
 
 
 def _status_row(spec: DatasetSpec, split: str, alts: list[FileSpec], data_dir: Path) -> dict[str, Any]:

@@ -17,7 +17,8 @@ JGLUE_TAG = "v1.1.0"
 _JGLUE_RAW = f"https://raw.githubusercontent.com/yahoojapan/JGLUE/{JGLUE_TAG}"
 _XWINO_COMMIT = "d2cfbbf7dc8f4ec66381e9651f9f5633c2df848d"
 _XWINO_RAW = f"https://raw.githubusercontent.com/yandex-research/crosslingual_winograd/{_XWINO_COMMIT}"
-_JAQKET_HF = "https://huggingface.co/datasets/kumapo/JAQKET/resolve/main"
+_JAQKET_REPO = "kumapo/JAQKET"
+_JAQKET_HF = f"https://huggingface.co/datasets/{_JAQKET_REPO}/resolve/main"
 _SHUNK_MARC_PARQUET = "https://huggingface.co/datasets/shunk031/JGLUE/resolve/refs%2Fconvert%2Fparquet/MARC-ja"
 
 MANIFEST_NAME = "jbench-manifest.json"
@@ -35,6 +36,20 @@ FORMATS = ("jsonl", "parquet", "squad_json", "xwinograd_tsv", "jaqket_json", "id
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face Hub repository at a revision: fetched with ``huggingface_hub`` (token,
+    ``HF_ENDPOINT``, HF cache) rather than as a plain URL."""
+
+    repo_id: str
+    filename: str
+    revision: str = "main"
+    repo_type: str = "dataset"
+
+    def describe(self) -> str:
+        return f"hf://{self.repo_type}s/{self.repo_id}@{self.revision}/{self.filename}"
+
+
+@dataclass(frozen=True)
 class FileSpec:
     """One concrete file. ``sha256`` wins over ``git_blob`` when both are known; with neither, the file can
     only be checked for parseability and record count (expected="unverified")."""
@@ -47,6 +62,7 @@ class FileSpec:
     format: str
     size: int | None = None
     source: str = ""
+    hub: HubFile | None = None
 
     def accepted_records(self) -> tuple[int, ...] | None:
         """The record counts accepted for this file, as a tuple (``None``: not checked)."""
@@ -252,11 +268,13 @@ JAQKET_V2 = DatasetSpec(
     splits={
         "train": [
             FileSpec("jaqket/train_jaqket_59.350.json", f"{_JAQKET_HF}/train_jaqket_59.350.json", None, None,
-                     2154, "jaqket_json", source="HF kumapo/JAQKET (Git LFS, ~222 MB)"),
+                     2154, "jaqket_json", source="HF kumapo/JAQKET (Git LFS, ~222 MB)",
+                     hub=HubFile(_JAQKET_REPO, "train_jaqket_59.350.json")),
         ],
         "validation": [
             FileSpec("jaqket/dev_jaqket_59.350.json", f"{_JAQKET_HF}/dev_jaqket_59.350.json", None, None,
-                     1164, "jaqket_json", source="HF kumapo/JAQKET (Git LFS, ~128 MB)"),
+                     1164, "jaqket_json", source="HF kumapo/JAQKET (Git LFS, ~128 MB)",
+                     hub=HubFile(_JAQKET_REPO, "dev_jaqket_59.350.json")),
         ],
     },
     notes=(

@@ -26,6 +26,7 @@ runs once per question and each choice only runs its own tokens.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -114,8 +115,9 @@ class GGUFScorer:
     def __init__(self, gguf_path: str | os.PathLike[str], *, tokenizer: Any | None = None,
                  tokenizer_source: str | None = None, max_length: int | None = None, kv_type: str = "f32",
                  n_threads: int | None = None, n_gpu_layers: int = 0, repetition_penalty: float = 1.0,
-                 n_batch: int = 512) -> None:
+                 n_batch: int = 512, llama_kwargs: dict[str, Any] | None = None) -> None:
         self.llama_cpp = import_llama_cpp()
+        self.llama_kwargs = dict(llama_kwargs or {})  # --model-args for Llama(...): flash_attn, use_mmap, seed...
         self.path = str(gguf_path)
         if kv_type not in _KV_TYPES:
             raise ModelError(f"unknown kv_type {kv_type!r}", fix=f"choose one of {', '.join(_KV_TYPES)}")
@@ -166,8 +168,8 @@ class GGUFScorer:
             self._llm = lc.Llama(model_path=self.path, n_ctx=n_ctx, n_batch=min(self.n_batch, n_ctx),
                                  n_ubatch=min(self.n_batch, n_ctx), logits_all=True, verbose=False,
                                  n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                                 n_gpu_layers=self.n_gpu_layers, type_k=kv, type_v=kv)
-        except (ValueError, RuntimeError) as err:
+                                 n_gpu_layers=self.n_gpu_layers, type_k=kv, type_v=kv, **self.llama_kwargs)
+        except (ValueError, RuntimeError, TypeError) as err:
             raise ModelError(f"llama.cpp cannot load {self.path}: {err}", where=self.path,
                              fix="check that the file is a GGUF model of an architecture this llama.cpp "
                                  "supports") from err
@@ -405,9 +407,19 @@ def _repetition_penalty(tok_dir: Path | None) -> float:
 
 def load_variant(path: str, spec: Any, *, use_fast: bool | None) -> GGUFScorer:
     """The ``gguf`` variant: ``path`` is a .gguf file (or a directory with one); ``spec.extra``: ``tokenizer``
-    (original model dir), ``gguf_file``, ``kv_type`` (f32), ``n_threads``, ``n_gpu_layers``."""
-    import_llama_cpp()
-    extra = dict(spec.extra or {})
+    (original model dir), ``gguf_file``, ``kv_type`` (f32), ``n_threads``, ``n_gpu_layers``. ``spec.model_args`` go to
+    llama.cpp's ``Llama(...)``, except ``n_threads``, ``n_gpu_layers`` and ``n_batch``, which jbench's own settings
+    take (n_ctx, logits_all and the KV type stay jbench's: they were refused before loading)."""
+    lc = import_llama_cpp()
+    llama_kwargs = dict(getattr(spec, "model_args", None) or {})
+    known = inspect.signature(lc.Llama.__init__).parameters  # Llama(**kwargs) would silently drop a misspelt one
+    unknown = sorted(k for k in llama_kwargs if k not in known or k in ("self", "kwargs"))
+    if unknown:
+        raise ModelError(f"llama.cpp's Llama() takes no argument {', '.join(unknown)} (from --model-args)",
+                         where=f"--model-args {', '.join(unknown)}",
+                         fix="pass Llama() arguments such as flash_attn, use_mmap, n_gpu_layers, n_threads, n_batch")
+    extra = {**dict(spec.extra or {}), **{k: llama_kwargs.pop(k) for k in ("n_threads", "n_gpu_layers", "n_batch")
+                                         if k in llama_kwargs}}
     gguf_file = resolve_gguf_file(path, spec)
     tok_path = extra.get("tokenizer")
     tokenizer = None
@@ -423,5 +435,6 @@ def load_variant(path: str, spec: Any, *, use_fast: bool | None) -> GGUFScorer:
     scorer = GGUFScorer(gguf_file, tokenizer=tokenizer, tokenizer_source=str(tok_dir) if tok_dir else None,
                         max_length=spec.max_length, kv_type=str(extra.get("kv_type", "f32")),
                         n_threads=extra.get("n_threads"), n_gpu_layers=int(extra.get("n_gpu_layers", 0)),
+                        n_batch=int(extra.get("n_batch", 512)), llama_kwargs=llama_kwargs,
                         repetition_penalty=_repetition_penalty(tok_dir))
     return scorer

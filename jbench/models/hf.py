@@ -151,6 +151,7 @@ class HFScorer(MemoryBudget, GreedyGeneration):
         or a boolean ``(B, T)`` mask (logits ``(K, V)`` at its True positions, row-major). ``past`` builds the
         cache to continue from (a callable, so a retry gets a fresh, unmutated one)."""
         self._last_rows = int(ids.shape[0])
+        self.largest_batch = max(self.largest_batch, self._last_rows)
         base: dict[str, Any] = dict(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
                                     position_ids=pos.to(self.device), use_cache=use_cache)
         if isinstance(keep, int):
@@ -515,9 +516,14 @@ class HFScorer(MemoryBudget, GreedyGeneration):
 def load_variant(path: str, spec: Any, *, use_fast: bool | None = None) -> HFScorer:
     """Entry point used by :func:`jbench.models.load.load_scorer` for the fp32 / fp16 / bf16 variants.
 
-    ``spec.extra`` may carry ``dtype``, ``prefix_sharing`` and ``model_kwargs``."""
+    ``spec.model_args`` go to ``from_pretrained``; ``spec.extra`` may carry ``dtype`` and ``prefix_sharing``."""
+    from jbench.models.model_args import from_pretrained_kwargs
+
     extra = dict(getattr(spec, "extra", None) or {})
     dtype = DTYPE_OF_VARIANT.get(spec.variant) or extra.get("dtype", "float32")
-    return HFScorer(path, dtype=dtype, device=spec.device, batch_size=spec.batch_size, use_fast=use_fast,
-                    trust_remote_code=spec.trust_remote_code, revision=spec.revision, max_length=spec.max_length,
-                    prefix_sharing=bool(extra.get("prefix_sharing", True)), model_kwargs=extra.get("model_kwargs"))
+    scorer = HFScorer(path, dtype=dtype, device=spec.device, batch_size=spec.batch_size, use_fast=use_fast,
+                      trust_remote_code=spec.trust_remote_code, revision=spec.revision, max_length=spec.max_length,
+                      prefix_sharing=bool(extra.get("prefix_sharing", True)),
+                      model_kwargs=from_pretrained_kwargs(getattr(spec, "model_args", None) or {}))
+    scorer.max_batch_size = getattr(spec, "max_batch_size", None)
+    return scorer

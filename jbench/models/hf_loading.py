@@ -69,9 +69,11 @@ def load_causal_lm(model: str | os.PathLike[str], *, dtype: str | torch.dtype = 
     if not Path(path).expanduser().exists() and not _HUB_ID.fullmatch(path):
         raise ModelError(f"model path does not exist: {path}", where=path,
                          fix="pass an existing model directory or a cached hub id")
-    kwargs = dict(model_kwargs or {})
+    kwargs = dict(model_kwargs or {})  # --model-args (attn_implementation, device_map, max_memory, subfolder, ...)
+    where_kwargs = {k: kwargs[k] for k in ("subfolder", "cache_dir", "token", "local_files_only") if k in kwargs}
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision,
+                                            **where_kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"cannot load a model config from {path!r}: {err}", where=path,
                          fix="pass a local model directory with config.json (the hub is not reachable offline)") from err
@@ -86,6 +88,11 @@ def load_causal_lm(model: str | os.PathLike[str], *, dtype: str | torch.dtype = 
         raise ModelError(f"cannot load model {path!r}: {err}", where=path) from err
     except OSError as err:
         raise ModelError(f"cannot load model weights from {path!r}: {err}", where=path) from err
+    except TypeError as err:  # an argument the model class does not take (from --model-args)
+        if not kwargs:
+            raise
+        raise ModelError(f"cannot load model {path!r} with --model-args {', '.join(kwargs)}: {err}", where=path,
+                         fix="pass only from_pretrained / model-config arguments in --model-args") from err
     if "device_map" not in kwargs:
         m = m.to(device)
     m.eval()

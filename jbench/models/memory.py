@@ -44,6 +44,8 @@ class MemoryBudget:
     name: str
     max_length: int
     batch_size: int | None
+    max_batch_size: int | None = None  # --batch-size auto:N: the automatic size never exceeds N rows
+    largest_batch: int = 0  # the most rows one forward held (recorded as the effective batch size)
     batch_sizing: dict[str, Any]
     oom_retries: int
     tokens_processed: int
@@ -107,6 +109,7 @@ class MemoryBudget:
         kv, act, heads = self._sizes()
         per_row = kv * kv_len + act * q_len + 4.0 * heads * q_len * kv_len
         rows = max(1, min(self._token_budget // max(1, q_len), int(self._mem_budget // per_row)))
+        rows = min(rows, self.max_batch_size or rows)
         return min(rows, self._oom_cap or rows)
 
     # -- out of memory: halve the batch and retry (reliability) ----------------------------------------------------

@@ -83,6 +83,13 @@ def _device(spec: Any) -> str:
     return str(spec.device or "cpu")
 
 
+def _model_args(spec: Any) -> dict[str, Any]:
+    """``--model-args`` for ``from_pretrained`` (conflicting keys were refused before loading)."""
+    from jbench.models.model_args import from_pretrained_kwargs
+
+    return from_pretrained_kwargs(getattr(spec, "model_args", None) or {})
+
+
 def _from_pretrained(path: str, spec: Any, quantization_config: Any, variant: str) -> Any:
     """``AutoModelForCausalLM.from_pretrained`` with a quantization config, errors turned into ModelError."""
     from transformers import AutoModelForCausalLM
@@ -91,7 +98,7 @@ def _from_pretrained(path: str, spec: Any, quantization_config: Any, variant: st
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=_dtype(spec), quantization_config=quantization_config, device_map=device,
-            trust_remote_code=spec.trust_remote_code, revision=spec.revision)
+            trust_remote_code=spec.trust_remote_code, revision=spec.revision, **_model_args(spec))
     except ImportError as err:  # transformers checks the backend package itself
         raise BackendMissing(f"the {variant} variant needs a package that is not installed: {err}",
                              fix=QUANT_HINT) from err
@@ -105,8 +112,23 @@ def _from_pretrained(path: str, spec: Any, quantization_config: Any, variant: st
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _bnb_config(variant: str, spec: Any) -> tuple[Any, dict[str, Any]]:
+def checkpoint_dtype(path: str, spec: Any) -> Any:
+    """The torch dtype the checkpoint's config names (``auto``: the original ran in it, so bnb4 computes in it
+    too); float32 when the config names none."""
     import torch
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code, revision=spec.revision)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read the config of {path!r}: {err}", where=path) from err
+    named = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(named, torch.dtype):
+        return named
+    return getattr(torch, str(named).removeprefix("torch."), torch.float32) if named else torch.float32
+
+
+def _bnb_config(variant: str, spec: Any, path: str) -> tuple[Any, dict[str, Any]]:
 
     try:
         import bitsandbytes  # noqa: F401 - presence check with a clear hint
@@ -122,7 +144,7 @@ def _bnb_config(variant: str, spec: Any) -> tuple[Any, dict[str, Any]]:
     if qtype not in ("nf4", "fp4"):
         raise ModelError(f"unknown bnb 4-bit quant_type {qtype!r}", fix="use quant_type=nf4 or fp4")
     double = _truthy(extra.get("double_quant", extra.get("bnb_4bit_use_double_quant", False)))
-    compute = _dtype(spec) if _dtype(spec) != "auto" else torch.float32
+    compute = _dtype(spec) if _dtype(spec) != "auto" else checkpoint_dtype(path, spec)
     cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=qtype, bnb_4bit_use_double_quant=double,
                              bnb_4bit_compute_dtype=compute)
     return cfg, {"method": f"bitsandbytes {qtype}", "double_quant": double, "compute_dtype": str(compute)}
@@ -133,7 +155,7 @@ def _truthy(v: Any) -> bool:
 
 
 def _load_bnb(path: str, spec: Any, variant: str) -> tuple[Any, dict[str, Any]]:
-    cfg, info = _bnb_config(variant, spec)
+    cfg, info = _bnb_config(variant, spec, path)
     model = _from_pretrained(path, spec, cfg, variant)
     if variant == "bnb8":
         info.update(_int8_path(spec))
@@ -327,7 +349,7 @@ def _load_gptqmodel(path: str, spec: Any, variant: str) -> tuple[Any, dict[str, 
     qdir = resolve_gptq_dir(path, spec, variant)
     extra = spec.extra or {}
     backend = extra.get("gptq_backend")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = _model_args(spec)  # passed on to from_pretrained by gptqmodel
     if backend:
         name = str(backend).upper()
         if not hasattr(gm.BACKEND, name):
@@ -392,6 +414,7 @@ def load_variant(path: str, spec: Any, *, use_fast: bool | None) -> Any:
     tok = load_tokenizer(tok_path, use_fast=use_fast, trust_remote_code=spec.trust_remote_code,
                          revision=None if tok_path != path else spec.revision)
     scorer = HFScorer.from_loaded(model, tok, batch_size=spec.batch_size, max_length=spec.max_length, name=path)
+    scorer.max_batch_size = getattr(spec, "max_batch_size", None)
     info = {"variant": spec.variant, "tokenizer": tok_path, **info}
     scorer.quantization = info  # type: ignore[attr-defined]
     log.info("loaded %s as %s: %s", path, spec.variant, info)

