@@ -450,14 +450,19 @@ def summarize(spec: dict[str, Any], lm: dict[str, Any], jb: dict[str, Any]) -> d
                            "lmeval_tokens": lm.get("lmeval_tokens"), "lmeval_padded": lm.get("lmeval_padded_tokens"),
                            "data": spec["data"],
                            "generation": spec["generation"]}
+    row.update(agreement(spec, lm, jb))
+    return row
+
+
+def agreement(spec: dict[str, Any], lm: dict[str, Any], jb: dict[str, Any]) -> dict[str, Any]:
+    """How far the two backends' answers agree on the same requests (shared by the hf and the vllm bench): the
+    largest |Δll| and the differing argmaxes, or for generation the differing answer texts."""
     if spec["generation"]:
         same = [a == b for a, b in zip(lm["texts"], jb["texts"])]
-        row.update(max_dll=None, mismatches=len(same) - sum(same), compared=len(same))
-    else:
-        row["max_dll"] = max((abs(a - b) for a, b in zip(lm["lls"], jb["lls"])), default=0.0)
-        pa, pb = _argmaxes(docs, lm["lls"]), _argmaxes(docs, jb["lls"])
-        row.update(mismatches=sum(a != b for a, b in zip(pa, pb)), compared=len(pa))
-    return row
+        return {"max_dll": None, "mismatches": len(same) - sum(same), "compared": len(same)}
+    pa, pb = _argmaxes(spec["docs"], lm["lls"]), _argmaxes(spec["docs"], jb["lls"])
+    return {"max_dll": max((abs(a - b) for a, b in zip(lm["lls"], jb["lls"])), default=0.0),
+            "mismatches": sum(a != b for a, b in zip(pa, pb)), "compared": len(pa)}
 
 
 def _fmt_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:

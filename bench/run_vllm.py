@@ -284,13 +284,7 @@ def summarize(spec: dict[str, Any], lm: dict[str, Any], jb: dict[str, Any], rss:
                            "speedup_cpu": statistics.median(lm["cpu_s"]) / max(1e-9, statistics.median(jb["cpu_s"])),
                            "lm_wall": lm["wall_s"], "jb_wall": jb["wall_s"], "generation": spec["generation"],
                            "lm_rss": rss[0], "jb_rss": rss[1], "data": spec["data"]}
-    if spec["generation"]:
-        same = [a == b for a, b in zip(lm["texts"], jb["texts"])]
-        row.update(max_dll=None, mismatches=len(same) - sum(same), compared=len(same))
-    else:
-        row["max_dll"] = max((abs(a - b) for a, b in zip(lm["lls"], jb["lls"])), default=0.0)
-        pa, pb = hfbench._argmaxes(docs, lm["lls"]), hfbench._argmaxes(docs, jb["lls"])
-        row.update(mismatches=sum(a != b for a, b in zip(pa, pb)), compared=len(pa))
+    row.update(hfbench.agreement(spec, lm, jb))
     return row
 
 
