@@ -325,6 +325,7 @@ def test_a_gpu_comparison_computes_in_the_original_dtype_and_has_its_own_names(
     used to compute in fp32 and the CPU and GPU comparisons shared their folders. Dry planning, nothing loads."""
     import torch
 
+    from jbench.data import sample_data_dir
     from jbench.plan import resolve_plan
     from jbench.run_identity import comparison_dtype, report_name
     from jbench.variant_runs import plan_variants
@@ -335,7 +336,8 @@ def test_a_gpu_comparison_computes_in_the_original_dtype_and_has_its_own_names(
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake H200")
         base, problems = resolve_plan(model="someorg/no-preset-model-7b", tasks="jcommonsenseqa", num_fewshot=None,
                                       prompt_version=None, limit=2, variant=None, batch_size=None, device=None,
-                                      use_fast=None, trust_remote_code=None, data_dir=None, allow_data_mismatch=False)
+                                      use_fast=None, trust_remote_code=None, data_dir=sample_data_dir(),
+                                      allow_data_mismatch=False)
         assert not problems
         dtype = comparison_dtype(None, base.model["variant"])  # what jbench.api.compare does
         return dtype, report_name(base, dtype), plan_variants(base, ["int8", "bnb4"], {}, calibration=None,
